@@ -1,0 +1,36 @@
+# The two front-door commands (see README.md):
+#   make run    set up, then run the whole pipeline (dvc repro) on the embedded synthetic data
+#   make test   set up, then run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test test-fast ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/dvc repro
+	@$(BIN)/dvc metrics show
+	@echo
+	@echo "Metrics: metrics/evaluate.json   Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
+	@echo "Tracking: mlflow.db -- browse with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///mlflow.db
+
+clean:
+	rm -rf data/raw data/manifest.csv data/ingest_report.json data/shards models metrics plots reports checkpoints dvc_plots

@@ -1,0 +1,3 @@
+from fakeface.cli import main
+
+raise SystemExit(main())

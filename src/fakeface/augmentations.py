@@ -1,0 +1,191 @@
+"""On-the-fly, seeded image augmentations in TensorFlow.
+
+Why on the fly: the shards hold each image once, as its original bytes (see :mod:`fakeface.shards`);
+materialising augmented copies would multiply the data on disk and freeze one draw per image, while
+a fresh draw per epoch is what makes augmentation regularise.
+
+Why stateless: every random op takes an explicit seed tensor, so the same image and seed give
+bit-identical output eagerly, inside ``tf.data.Dataset.map`` (graph mode) and across parallel map
+calls, whatever the thread scheduling. Stateful ``tf.random`` ops would not.
+
+Each augmentation gets its own seed derived from the image's seed by its position in
+:data:`~fakeface.config.AUGMENTATION_ORDER` (not by its position among the *enabled* ones), so
+switching one augmentation on or off does not change the draws of the others: an ablation changes
+one thing only.
+
+Augmentations act on the image only; labels are never touched (a flipped, cropped or brighter fake
+is still fake). All keep the shape, return float32 and clip to 0..255.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from fakeface.config import AUGMENTATION_ORDER, AugmentConfig
+
+Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+#: How out-of-image pixels are filled after a rotation. REFLECT keeps image statistics (no black
+#: corners a detector could learn as a cue for "augmented").
+ROTATE_FILL_MODE = "REFLECT"
+
+
+def _seeds(seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """One independent ``[2]`` seed per augmentation name, fixed by its place in the order."""
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    split = tf.random.experimental.stateless_split(seed, num=len(AUGMENTATION_ORDER))
+    return {name: split[i] for i, name in enumerate(AUGMENTATION_ORDER)}
+
+
+def _sub_seeds(seed: tf.Tensor, num: int) -> tf.Tensor:
+    return tf.random.experimental.stateless_split(seed, num=num)
+
+
+def _resize_back(crop: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Bilinear resize of a crop to ``size`` (``[H, W]``), the same resampling the readers use."""
+    return tf.image.resize(crop, size, method="bilinear")
+
+
+def _side(fraction: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+    """``round(fraction * length)`` pixels, at least 1 and at most ``length``."""
+    pixels = tf.cast(tf.round(fraction * tf.cast(length, tf.float32)), tf.int32)
+    return tf.clip_by_value(pixels, 1, length)
+
+
+def random_crop(image: tf.Tensor, seed: tf.Tensor, min_fraction: float) -> tf.Tensor:
+    """A crop of ``f`` of each side, ``f ~ U[min_fraction, 1]``, at a random place, resized back.
+
+    The same fraction for height and width keeps the aspect ratio (faces are not squashed).
+    """
+    s = _sub_seeds(seed, 2)
+    shape = tf.shape(image)
+    fraction = tf.random.stateless_uniform([], s[0], minval=min_fraction, maxval=1.0)
+    size = tf.stack([_side(fraction, shape[0]), _side(fraction, shape[1]), shape[2]])
+    crop = tf.image.stateless_random_crop(image, size, s[1])
+    return _resize_back(crop, shape[:2])
+
+
+def random_zoom(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf.Tensor:
+    """Zoom in: a centred crop of ``1 - f`` of each side, ``f ~ U[0, max_fraction]``, resized back."""
+    shape = tf.shape(image)
+    f = tf.random.stateless_uniform([], seed, minval=0.0, maxval=max_fraction)
+    h, w = _side(1.0 - f, shape[0]), _side(1.0 - f, shape[1])
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    crop = image[top : top + h, left : left + w]
+    return _resize_back(crop, shape[:2])
+
+
+def rotate(image: tf.Tensor, angle: tf.Tensor, fill_mode: str = ROTATE_FILL_MODE) -> tf.Tensor:
+    """Rotate by ``angle`` radians about the image centre (counter-clockwise as displayed).
+
+    ``ImageProjectiveTransformV3`` maps each *output* pixel to the input point it samples from, so
+    the matrix below is the inverse rotation, centred on ``((w - 1) / 2, (h - 1) / 2)``.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    shape = tf.shape(image)
+    h = tf.cast(shape[0], tf.float32)
+    w = tf.cast(shape[1], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    # Output (x, y) samples input (cos*x - sin*y + tx, sin*x + cos*y + ty): the inverse of a
+    # rotation by ``angle`` that is counter-clockwise on screen (y points down).
+    tx = cx - (cos * cx - sin * cy)
+    ty = cy - (sin * cx + cos * cy)
+    transform = tf.stack([cos, -sin, tx, sin, cos, ty, 0.0, 0.0])[tf.newaxis]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform,
+        output_shape=shape[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
+    return out[0]
+
+
+def random_rotate(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf.Tensor:
+    """Rotate by an angle drawn uniformly in ``[-max_degrees, max_degrees]``."""
+    limit = max_degrees * math.pi / 180.0
+    angle = tf.random.stateless_uniform([], seed, minval=-limit, maxval=limit)
+    return rotate(image, angle)
+
+
+def random_brightness(image: tf.Tensor, seed: tf.Tensor, max_delta: float) -> tf.Tensor:
+    """Add one delta ``~ U[-max_delta, max_delta] * 255`` to every pixel (``max_delta`` is a fraction)."""
+    return tf.image.stateless_random_brightness(image, max_delta * 255.0, seed)
+
+
+def random_contrast(image: tf.Tensor, seed: tf.Tensor, lower: float, upper: float) -> tf.Tensor:
+    """Scale each channel's deviation from its mean by a factor ``~ U[lower, upper]``."""
+    if upper > lower:
+        return tf.image.stateless_random_contrast(image, lower, upper, seed)
+    return tf.image.adjust_contrast(image, lower)  # lower == upper: a fixed factor, nothing to draw
+
+
+def _clip(image: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Apply the enabled augmentations of ``cfg`` in :data:`AUGMENTATION_ORDER`.
+
+    ``image`` is float32 ``[H, W, 3]`` in 0..255, ``seed`` an int32/int64 tensor of shape ``[2]``.
+    Same image and seed give identical output; with nothing enabled the image is returned as is.
+    Each step clips to 0..255, so e.g. a brightness push past white is not undone by the contrast
+    step into values no real pixel had.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    enabled = cfg.enabled()
+    if not enabled:
+        return image
+    static_shape = image.shape  # e.g. [224, 224, 3] from decode_image; resizes lose it
+    seeds = _seeds(seed)
+    for name in enabled:
+        s = seeds[name]
+        if name == "flip":
+            image = tf.image.stateless_random_flip_left_right(image, s)
+        elif name == "crop":
+            image = random_crop(image, s, cfg.crop.min_fraction)
+        elif name == "zoom":
+            image = random_zoom(image, s, cfg.zoom.max_fraction)
+        elif name == "rotate":
+            image = random_rotate(image, s, cfg.rotate.max_degrees)
+        elif name == "brightness":
+            image = random_brightness(image, s, cfg.brightness.max_delta)
+        elif name == "contrast":
+            image = random_contrast(image, s, cfg.contrast.lower, cfg.contrast.upper)
+        else:  # pragma: no cover - AUGMENTATION_ORDER and this function must agree
+            raise ValueError(f"no implementation for augmentation {name!r}")
+        image = _clip(image)
+    # Keep the static shape for the traced graph, so batches keep a known [.., H, W, 3] spec.
+    image.set_shape(static_shape)
+    return image
+
+
+def build_augmenter(cfg: AugmentConfig) -> Augmenter:
+    """``(image, seed) -> image`` for ``cfg``; the identity when nothing is enabled.
+
+    The enabled list is resolved here, in Python, so the traced ``tf.data`` graph holds only the
+    ops that run.
+    """
+    if not cfg.enabled():
+        return lambda image, seed: tf.convert_to_tensor(image, tf.float32)
+
+    def augmenter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return augment_image(image, seed, cfg)
+
+    return augmenter
+
+
+def only(cfg: AugmentConfig, name: str) -> AugmentConfig:
+    """A copy of ``cfg`` with just ``name`` enabled (its parameters kept): for previews and tests."""
+    if name not in AUGMENTATION_ORDER:
+        raise ValueError(f"unknown augmentation {name!r}; expected one of {list(AUGMENTATION_ORDER)}")
+    update = {
+        other: getattr(cfg, other).model_copy(update={"enabled": other == name})
+        for other in AUGMENTATION_ORDER
+    }
+    return cfg.model_copy(update=update)

@@ -1,0 +1,139 @@
+"""A registry of convolutional backbones, built by name with their own defaults (timm style).
+
+Each entry knows how to build the feature extractor (no classification top), which input size it
+was trained at, the smallest input it accepts, and how ImageNet expects pixels to be scaled. The
+scaling is returned as a Keras layer made from built-in layers only, so it is saved inside the
+model: a saved model takes raw RGB pixels in 0..255 and needs no code of ours to be loaded or
+served (MLflow, TF Serving, ``predict``).
+
+Keras is imported inside the builders so that reading this registry (config validation, the CLI's
+``--help``) does not pay TensorFlow's start-up time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Scaling = Literal["tf", "caffe", "unit"]
+"""How a backbone expects pixels: ``tf`` = [-1, 1]; ``caffe`` = BGR minus the ImageNet mean;
+``unit`` = [0, 1] (our own small network)."""
+
+# ImageNet channel means for caffe-style networks (VGG), in RGB order.
+_CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    builder: Callable[..., Any]
+    default_size: int
+    min_size: int
+    scaling: Scaling
+    has_imagenet: bool = True
+
+    def build(self, image_size: int, weights: str) -> Any:
+        """The feature extractor for ``image_size`` square RGB inputs.
+
+        ``weights`` is ``imagenet`` (downloaded by Keras on first use), ``none`` (random init) or a
+        path to a weights file for this backbone without its top, passed to Keras as it is.
+        """
+        if image_size < self.min_size:
+            raise ValueError(
+                f"backbone {self.name!r} needs an input of at least {self.min_size} px, "
+                f"got {image_size}"
+            )
+        if weights == "imagenet" and not self.has_imagenet:
+            raise ValueError(f"backbone {self.name!r} has no ImageNet weights; use weights: none")
+        keras_weights = None if weights == "none" else weights
+        return self.builder(image_size=image_size, weights=keras_weights)
+
+
+def _application(constructor_name: str) -> Callable[..., Any]:
+    def build(image_size: int, weights: str | None) -> Any:
+        import keras
+
+        constructor = getattr(keras.applications, constructor_name)
+        return constructor(
+            include_top=False,
+            weights=weights,
+            input_shape=(image_size, image_size, 3),
+        )
+
+    build.__name__ = f"build_{constructor_name.lower()}"
+    return build
+
+
+def _small_cnn(image_size: int, weights: str | None) -> Any:
+    """A few-layer CNN that trains in seconds on a CPU: the quick start's and the tests' network.
+
+    The first two convolutions run at full resolution before any pooling, because the evidence
+    this detector looks for (periodic up-sampling traces) lives at the highest frequencies and a
+    stride or pool would alias it away.
+    """
+    import keras
+    from keras import layers
+
+    def conv_bn_relu(x: Any, filters: int, name: str) -> Any:
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        # momentum 0.9: the moving statistics must keep up within a few short epochs.
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = conv_bn_relu(inputs, 32, "block1a")
+    x = conv_bn_relu(x, 32, "block1b")
+    x = layers.MaxPooling2D(2, name="block1_pool")(x)
+    x = conv_bn_relu(x, 64, "block2")
+    x = layers.MaxPooling2D(2, name="block2_pool")(x)
+    x = conv_bn_relu(x, 64, "block3")
+    model = keras.Model(inputs, x, name="smallcnn")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("xception", _application("Xception"), 299, 71, "tf"),
+        BackboneSpec("mobilenetv2", _application("MobileNetV2"), 224, 32, "tf"),
+        BackboneSpec("inceptionv3", _application("InceptionV3"), 299, 75, "tf"),
+        BackboneSpec("vgg19", _application("VGG19"), 224, 32, "caffe"),
+        BackboneSpec("smallcnn", _small_cnn, 64, 16, "unit", has_imagenet=False),
+    )
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; expected one of {', '.join(sorted(BACKBONES))}"
+        ) from None
+
+
+def apply_preprocessing(inputs: Any, scaling: Scaling) -> Any:
+    """Pixels 0..255 RGB -> what the backbone was trained on, with serialisable built-in layers.
+
+    ``caffe`` needs RGB->BGR and the mean subtracted; a frozen 1x1 convolution does both (a
+    permutation matrix as kernel, minus the mean as bias), so no custom layer has to be
+    registered when the model is loaded elsewhere.
+    """
+    import numpy as np
+    from keras import layers
+
+    if scaling == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    if scaling == "unit":
+        return layers.Rescaling(1.0 / 255.0, name="preprocess")(inputs)
+    if scaling == "caffe":
+        layer = layers.Conv2D(3, 1, trainable=False, name="preprocess")
+        outputs = layer(inputs)
+        permute_rgb_to_bgr = np.eye(3, dtype="float32")[:, ::-1].reshape(1, 1, 3, 3)
+        bias = -np.array(_CAFFE_MEAN_RGB[::-1], dtype="float32")
+        layer.set_weights([permute_rgb_to_bgr, bias])
+        return outputs
+    raise ValueError(f"unknown scaling {scaling!r}")

@@ -1,0 +1,117 @@
+"""The register stage: log the model with MLflow's keras flavor, register it if it is good enough.
+
+The model is always logged to the pipeline's run (signature, an input example, and how to feed
+it). It is registered in the Model Registry, and given the alias ``champion`` (aliases, not the
+deprecated stages), only when its test AUC passes the quality gate from params. A model that fails
+the gate is logged but not registered, and the stage says so and exits 0: a weak model is a
+result, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fakeface import CLASS_NAMES
+from fakeface.config import RegisterConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registration:
+    registered: bool
+    reason: str
+    model_name: str
+    model_uri: str
+    version: str | None = None
+    alias: str | None = None
+    test_auc: float | None = None
+
+
+def preprocessing_contract(image_size: int, threshold: float) -> dict[str, Any]:
+    """What a caller must do to an image before the model sees it (also stored with the model)."""
+    return {
+        "input": f"float32 [batch, {image_size}, {image_size}, 3], RGB, pixel values 0..255",
+        "decode": "decode to RGB (3 channels); do not re-encode JPEGs",
+        "resize": f"bilinear with antialiasing to {image_size}x{image_size}",
+        "scaling": "inside the model (the backbone's own preprocess_input); pass raw pixels",
+        "output": "p(fake) in [0, 1]" ,
+        "classes": list(CLASS_NAMES),
+        "threshold": threshold,
+    }
+
+
+def register(
+    cfg: RegisterConfig,
+    model_path: str | Path,
+    evaluation_path: str | Path,
+    run_info_path: str | Path,
+    out_path: str | Path,
+    experiment: str = "fakeface",
+) -> Registration:
+    import keras
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from fakeface import tracking
+
+    evaluation = json.loads(Path(evaluation_path).read_text())
+    test_auc = float(evaluation["auc"])
+    threshold = float(evaluation.get("threshold", 0.5))
+    model = keras.models.load_model(model_path, compile=False)
+    size = int(model.input_shape[1])
+    example = np.full((1, size, size, 3), 127.0, dtype="float32")
+    signature = infer_signature(example, np.asarray(model.predict_on_batch(example)))
+    passes = test_auc >= cfg.min_test_auc
+
+    with tracking.resume_run(run_info_path, experiment) as run:
+        tracking.log_stage_settings("register", cfg.model_dump())
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=cfg.model_name if passes else None,
+            metadata={"fakeface": preprocessing_contract(size, threshold)},
+        )
+        mlflow.log_dict(preprocessing_contract(size, threshold), "model_preprocessing.json")
+        if passes:
+            client = MlflowClient()
+            version = info.registered_model_version
+            if version is None:  # older clients: look it up from the run
+                versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+                version = max(int(v.version) for v in versions if v.name == cfg.model_name)
+            client.set_registered_model_alias(cfg.model_name, cfg.alias, str(version))
+            client.set_model_version_tag(cfg.model_name, str(version), "test_auc", f"{test_auc:.4f}")
+            result = Registration(
+                registered=True,
+                reason=f"test AUC {test_auc:.4f} >= gate {cfg.min_test_auc}",
+                model_name=cfg.model_name,
+                model_uri=f"models:/{cfg.model_name}@{cfg.alias}",
+                version=str(version),
+                alias=cfg.alias,
+                test_auc=test_auc,
+            )
+            log.info("registered %s version %s as @%s (%s)", cfg.model_name, version, cfg.alias, result.reason)
+        else:
+            result = Registration(
+                registered=False,
+                reason=f"test AUC {test_auc:.4f} < gate {cfg.min_test_auc}: logged, not registered",
+                model_name=cfg.model_name,
+                model_uri=info.model_uri,
+                test_auc=test_auc,
+            )
+            log.warning("not registered: %s", result.reason)
+        mlflow.set_tag("register.registered", str(result.registered).lower())
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result

@@ -1,0 +1,179 @@
+"""MLflow plumbing shared by the stages: where runs go, and one run per pipeline execution.
+
+The train stage opens the pipeline's run and writes its id to a small JSON file (a DVC output and
+a KFP artifact); evaluate and register reopen that run by id, so one run holds the params, the
+curves, the test metrics, the plots and the model, and runs compare side by side in the MLflow UI.
+
+The tracking URI comes from ``MLFLOW_TRACKING_URI`` only (a URI can hold credentials, so it is
+never a param and never written to disk by us). Unset, it is the embedded default: a SQLite file
+``mlflow.db`` in the working directory, which ``mlflow ui`` opens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: the environment's, or the embedded SQLite default."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+    return uri
+
+
+def redact(uri: str) -> str:
+    """A URI fit for logs: ``user:password@`` removed."""
+    return re.sub(r"//[^/@]+@", "//***@", uri)
+
+
+def configure(experiment: str) -> str:
+    """Point MLflow at the tracking store and select the experiment; returns the experiment id."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment_obj = mlflow.set_experiment(experiment)
+    log.info("MLflow: %s, experiment %r", redact(uri), experiment)
+    return experiment_obj.experiment_id
+
+
+def write_run_info(path: str | Path, run_id: str, experiment_id: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
+
+
+def read_run_info(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run info not found (run the train stage first)")
+    info = json.loads(path.read_text())
+    if "run_id" not in info:
+        raise ValueError(f"{path}: no run_id in run info")
+    return info
+
+
+@contextmanager
+def resume_run(run_info_path: str | Path, experiment: str) -> Iterator[mlflow.ActiveRun]:
+    """Reopen the pipeline's run (written by train) to add to it."""
+    configure(experiment)
+    info = read_run_info(run_info_path)
+    with mlflow.start_run(run_id=info["run_id"]) as run:
+        yield run
+
+
+def log_side_run(stage: str, experiment: str, artifacts_dir: Path, summary: dict[str, Any]) -> str:
+    """A stage that runs before training (eda) logs to a run of its own, tagged with the stage.
+
+    It cannot join the pipeline's run, which train opens later (and DVC may rerun train without
+    rerunning eda); its numeric summary values become metrics, its files artifacts.
+    """
+    configure(experiment)
+    with mlflow.start_run(run_name=stage, tags={"fakeface.stage": stage}) as run:
+        numbers = {
+            k.replace("/", "_"): float(v)
+            for k, v in _flatten_numbers(summary).items()
+        }
+        for start in range(0, len(numbers), 500):
+            mlflow.log_metrics(dict(list(numbers.items())[start : start + 500]))
+        mlflow.log_artifacts(str(artifacts_dir), stage)
+        commit = git_commit()
+        if commit:
+            mlflow.set_tag("git.commit", commit)
+        return run.info.run_id
+
+
+def _flatten_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(_flatten_numbers(value, f"{prefix}{key}."))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix.rstrip(".")] = tree
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit the code ran at (``-dirty`` when the tree has changes), or None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def data_version(shards_dir: str | Path) -> dict[str, str]:
+    """Tags that pin the data a run saw: the shards' content digest and, under DVC, its md5."""
+    shards_dir = Path(shards_dir)
+    tags: dict[str, str] = {}
+    index = shards_dir / "index.json"
+    if index.is_file():
+        tags["data.shards_index_sha256"] = file_digest(index)
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if Path(out.get("path", "")) == shards_dir and "md5" in out:
+                    tags["data.dvc_md5"] = out["md5"]
+    return tags
+
+
+def log_dict_params(params: dict[str, Any]) -> None:
+    """Log params in chunks (the REST API takes at most 100 per call)."""
+    items = [(k, "null" if v is None else v) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+#: Sections whose stages may rerun inside an existing run (DVC reruns only evaluate and register
+#: when only their params change). MLflow params are immutable, so these are tags instead.
+RERUNNABLE_SECTIONS = ("evaluate", "register")
+
+
+def log_run_params(flat_params: dict[str, Any]) -> None:
+    """The params fixed for a run's life: everything but the rerunnable sections."""
+    log_dict_params(
+        {k: v for k, v in flat_params.items() if k.split(".", 1)[0] not in RERUNNABLE_SECTIONS}
+    )
+
+
+def log_stage_settings(section: str, settings: dict[str, Any]) -> None:
+    """A rerunnable stage's settings, as tags ``<section>.<key>`` that a rerun may overwrite."""
+    mlflow.set_tags({f"{section}.{k}": str(v) for k, v in settings.items()})
+
+
+def latest_alias_version(model_name: str, alias: str) -> str | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, alias).version
+    except mlflow.exceptions.MlflowException:
+        return None

@@ -1,0 +1,340 @@
+"""The train stage: fine-tune a backbone on the shards, in two phases, resumable, tracked.
+
+Phase 1 trains the head on a frozen base; phase 2 unfreezes the top ``fine_tune_layers`` at a
+lower learning rate, BatchNorm kept frozen. Early stopping watches validation AUC and restores the
+best weights. Every epoch is checkpointed with Keras' ``BackupAndRestore`` under
+``train.checkpoint_dir``, so a killed run (a pre-empted GPU node, Ctrl-C) restarted with the same
+params resumes at its last finished epoch, in the same MLflow run. A run with other params or data
+starts afresh.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import tensorflow as tf
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from fakeface import CLASS_NAMES
+from fakeface import tracking
+from fakeface.config import Params, TrainConfig
+from fakeface.data import make_dataset
+from fakeface.model import build_classifier, freeze_base, pretrained, unfreeze_top
+from fakeface.shards import read_index
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ("epoch", "phase", "loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    epochs_run: int
+    best_val_auc: float
+    resumed_from_epoch: int
+    history: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- runtime set-up
+
+
+def set_determinism(seed: int) -> None:
+    """Same seed, same weights: seeds Python, NumPy and TF, and asks TF for deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _switch(setting: str, gpu: bool) -> bool:
+    return setting == "on" or (setting == "auto" and gpu)
+
+
+def configure_devices(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, bool]:
+    """Mixed precision and XLA where a GPU makes them pay; a strategy over every visible GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = _switch(cfg.mixed_precision, bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    xla = _switch(cfg.xla, bool(gpus))
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info(
+        "devices: %d GPU(s), strategy %s, mixed precision %s, XLA %s",
+        len(gpus),
+        type(strategy).__name__,
+        "on" if mixed else "off",
+        "on" if xla else "off",
+    )
+    return strategy, xla
+
+
+def make_optimizer(cfg: TrainConfig, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+    schedule: Any = learning_rate
+    if cfg.lr_schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
+    elif cfg.lr_schedule == "exponential":
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=max(steps // 4, 1), decay_rate=0.5
+        )
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    return keras.optimizers.SGD(schedule, momentum=cfg.momentum)
+
+
+class FakeAUC(keras.metrics.AUC):
+    """ROC AUC of p(fake) for either head (a two-way softmax's fake column)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if y_pred.shape[-1] == 2:
+            y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
+        return super().update_state(y_true, y_pred, sample_weight)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, learning_rate: float, steps: int, xla: bool) -> None:
+    softmax = cfg.head_activation == "softmax"
+    model.compile(
+        optimizer=make_optimizer(cfg, learning_rate, steps),
+        loss=keras.losses.CategoricalCrossentropy() if softmax else keras.losses.BinaryCrossentropy(),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy")
+            if softmax
+            else keras.metrics.BinaryAccuracy(name="accuracy"),
+            FakeAUC(name="auc"),
+        ],
+        jit_compile=xla,
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def fingerprint(params: Params, shards_dir: Path) -> str:
+    """What makes two training runs the same run: train/augment params, seed and data."""
+    payload = {
+        "seed": params.seed,
+        "train": params.train.model_dump(exclude={"checkpoint_dir"}),
+        "augment": params.augment.model_dump(exclude={"shard_size", "preview_images"}),
+        "data": read_index(shards_dir),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CheckpointState:
+    """``state.json`` in the checkpoint dir: the run id, finished phases, and each epoch's logs."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root = root
+        self.path = root / "state.json"
+        self.key = key
+        self.data: dict[str, Any] = {"fingerprint": key, "run_id": None, "phases_done": [], "epochs": {}}
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            if saved.get("fingerprint") == key:
+                self.data = saved
+            else:
+                log.info("checkpoints in %s are for other params or data: starting afresh", root)
+                shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+    def record_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        self.data["epochs"][str(epoch)] = row
+        self.save()
+
+    @property
+    def last_epoch(self) -> int:
+        return max((int(e) + 1 for e in self.data["epochs"]), default=0)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps each finished epoch's metrics in the checkpoint state (survives a kill)."""
+
+    def __init__(self, state: CheckpointState, phase: str) -> None:
+        super().__init__()
+        self.state = state
+        self.phase = phase
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row = {"epoch": epoch + 1, "phase": self.phase}
+        row.update({k: float(v) for k, v in (logs or {}).items() if k in HISTORY_FIELDS})
+        self.state.record_epoch(epoch, row)
+
+
+class EpochMetricsToMlflow(keras.callbacks.Callback):
+    """Per-epoch train and validation metrics, stepped by the absolute epoch.
+
+    (``mlflow.keras.MlflowCallback`` also logs the optimizer's settings as params at the start of
+    every ``fit``; the second phase's learning rate would then collide with the first's, and MLflow
+    params are immutable. The phases' rates are already params: ``train.*learning_rate``.)
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_FIELDS}
+        mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def train(
+    params: Params,
+    shards_dir: str | Path,
+    model_path: str | Path,
+    run_info_path: str | Path,
+    history_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Train, save the model, and leave the MLflow run id for evaluate and register."""
+    cfg = params.train
+    shards_dir = Path(shards_dir)
+    set_determinism(params.seed)
+    strategy, xla = configure_devices(cfg)
+
+    state = CheckpointState(Path(cfg.checkpoint_dir), fingerprint(params, shards_dir))
+    resumed_from = state.last_epoch
+    experiment_id = tracking.configure(params.tracking.experiment)
+    run = mlflow.start_run(run_id=state.data["run_id"]) if state.data["run_id"] else mlflow.start_run(
+        run_name=f"{cfg.backbone}-{cfg.optimizer}-{cfg.head_activation}"
+    )
+    with run:
+        if state.data["run_id"] is None:
+            state.data["run_id"] = run.info.run_id
+            state.save()
+            _log_run_inputs(params, shards_dir)
+        else:
+            log.info("resuming MLflow run %s from epoch %d", run.info.run_id, resumed_from)
+
+        with strategy.scope():
+            classifier = build_classifier(cfg)
+        model = classifier.model
+        datasets = _datasets(params, shards_dir, classifier.image_size)
+        steps = _steps_per_epoch(shards_dir, cfg.batch_size)
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
+                restore_best_weights=True, verbose=0,
+            ),
+            EpochMetricsToMlflow(),
+            *(extra_callbacks or []),
+        ]
+        done = 0
+        for phase, epochs, rate in (
+            ("head", cfg.head_epochs, cfg.learning_rate),
+            ("fine_tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate),
+        ):
+            if epochs == 0:
+                continue
+            weights_file = Path(cfg.checkpoint_dir) / f"{phase}.weights.h5"
+            if phase in state.data["phases_done"]:
+                done += epochs
+                continue
+            if phase == "head":
+                freeze_base(classifier.base)
+            else:
+                if (Path(cfg.checkpoint_dir) / "head.weights.h5").is_file():
+                    model.load_weights(Path(cfg.checkpoint_dir) / "head.weights.h5")
+                n = unfreeze_top(classifier.base, cfg.fine_tune_layers, freeze_batchnorm=pretrained(cfg))
+                log.info(
+                    "fine-tuning %d weighted layers of the base (BatchNorm %s)",
+                    n, "frozen" if pretrained(cfg) else "training: weights are from scratch",
+                )
+            with strategy.scope():
+                compile_model(model, cfg, rate, steps * epochs, xla)
+            log.info("phase %s: epochs %d..%d at lr %g", phase, done + 1, done + epochs, rate)
+            model.fit(
+                datasets["train"],
+                validation_data=datasets["valid"],
+                initial_epoch=done,
+                epochs=done + epochs,
+                # The epoch is recorded before it is backed up: a kill between the two reruns
+                # that epoch (and overwrites its row) rather than leaving a gap in the history.
+                callbacks=[
+                    EpochRecorder(state, phase),
+                    keras.callbacks.BackupAndRestore(str(Path(cfg.checkpoint_dir) / phase)),
+                    *callbacks,
+                ],
+                verbose=2,
+            )
+            model.save_weights(weights_file)
+            state.data["phases_done"].append(phase)
+            state.save()
+            done += epochs
+
+        history = [state.data["epochs"][k] for k in sorted(state.data["epochs"], key=int)]
+        best_val_auc = max((row.get("val_auc", float("nan")) for row in history), default=float("nan"))
+        model_path = Path(model_path)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        # Save an uncompiled twin (same layers, same weights): the artifact then carries no
+        # optimizer or training metric, and loads anywhere without this package's code.
+        keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
+        _write_history(history, Path(history_path))
+        summary = {"epochs": len(history), "best_val_auc": best_val_auc, "image_size": classifier.image_size}
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(summary, indent=2) + "\n")
+        mlflow.log_metric("best_val_auc", best_val_auc)
+        mlflow.log_artifact(str(history_path), "train")
+        tracking.write_run_info(run_info_path, run.info.run_id, experiment_id)
+
+    shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+    log.info("trained %d epochs, best val AUC %.4f, model at %s", len(history), best_val_auc, model_path)
+    return TrainResult(run.info.run_id, len(history), best_val_auc, resumed_from, history)
+
+
+def _datasets(params: Params, shards_dir: Path, image_size: int) -> dict[str, tf.data.Dataset]:
+    cfg = params.train
+    common = dict(image_size=image_size, batch_size=cfg.batch_size, one_hot=cfg.head_activation == "softmax")
+    return {
+        "train": make_dataset(
+            shards_dir, "train", training=True, augment=params.augment, seed=params.seed,
+            shuffle_buffer=cfg.shuffle_buffer, **common,
+        ),
+        "valid": make_dataset(shards_dir, "valid", **common),
+    }
+
+
+def _steps_per_epoch(shards_dir: Path, batch_size: int) -> int:
+    n = int(read_index(shards_dir)["train"]["n"])
+    return -(-n // batch_size)
+
+
+def _log_run_inputs(params: Params, shards_dir: Path) -> None:
+    """Params, code and data versions: what makes two runs comparable in the MLflow UI."""
+    tracking.log_run_params(params.flat())
+    tags = {"fakeface.classes": ",".join(CLASS_NAMES), **tracking.data_version(shards_dir)}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git.commit"] = commit
+    mlflow.set_tags(tags)
+    index = read_index(shards_dir)
+    mlflow.log_dict(index, "data/shards_index.json")
+    # The shards as an MLflow dataset input: the UI shows which data (by digest) a run saw.
+    source = resolve_dataset_source(str(shards_dir.resolve()))
+    # MLflow caps dataset digests at 36 characters; 32 hex digits still pin the data.
+    digest = (tags.get("data.dvc_md5") or tags.get("data.shards_index_sha256", ""))[:32] or None
+    mlflow.log_input(
+        MetaDataset(source=source, name="face-shards", digest=digest),
+        context="training",
+    )
+
+
+def _write_history(history: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})

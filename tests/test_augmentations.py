@@ -1,0 +1,239 @@
+"""Seeded, stateless augmentations: each does what it says, deterministically, in eager and graph."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from fakeface.config import AUGMENTATION_ORDER, AugmentConfig
+
+tf = pytest.importorskip("tensorflow")
+
+from fakeface.augmentations import augment_image, build_augmenter, only, rotate  # noqa: E402
+
+NONE = {name: {"enabled": False} for name in AUGMENTATION_ORDER}
+SEEDS = [tf.constant([7, k], dtype=tf.int64) for k in range(60)]
+
+
+def config(**enabled) -> AugmentConfig:
+    """A config with only the named augmentations on (values: their extra parameters)."""
+    sections = dict(NONE)
+    for name, extra in enabled.items():
+        sections[name] = {"enabled": True, **(extra or {})}
+    return AugmentConfig(**sections)
+
+
+def noise(h=48, w=48, low=0, high=255, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(low, high, (h, w, 3)).astype(np.float32)
+
+
+def ramps(size=64) -> np.ndarray:
+    """Channel 0 grows left to right, channel 1 top to bottom, channel 2 constant."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    image = np.zeros((size, size, 3), np.float32)
+    image[..., 0] = ramp[np.newaxis, :]
+    image[..., 1] = ramp[:, np.newaxis]
+    image[..., 2] = 100.0
+    return image
+
+
+def run(image, seed, cfg) -> np.ndarray:
+    out = augment_image(tf.constant(image), seed, cfg)
+    assert out.dtype == tf.float32 and tuple(out.shape) == image.shape
+    return out.numpy()
+
+
+# --------------------------------------------------------------------------- each augmentation
+
+
+def test_flip_mirrors_about_half_the_time():
+    image = noise(32, 40)
+    cfg = config(flip=None)
+    flipped = 0
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        if np.array_equal(out, image[:, ::-1]):
+            flipped += 1
+        else:
+            np.testing.assert_array_equal(out, image)
+    assert 0.3 * len(SEEDS) <= flipped <= 0.7 * len(SEEDS)
+
+
+def test_brightness_shifts_every_pixel_by_one_bounded_delta():
+    image = noise(low=100, high=156)  # mid-grey: no clipping at +-25.5
+    cfg = config(brightness={"max_delta": 0.1})
+    deltas = []
+    for seed in SEEDS:
+        shift = run(image, seed, cfg) - image
+        np.testing.assert_allclose(shift, shift.flat[0], atol=1e-3)  # one delta for all pixels
+        deltas.append(float(shift.mean()))
+    assert max(abs(d) for d in deltas) <= 0.1 * 255 + 1e-3
+    assert min(deltas) < -5 and max(deltas) > 5  # it does shift, both ways
+
+
+def test_contrast_scales_std_within_bounds():
+    image = noise(low=110, high=146)
+    cfg = config(contrast={"lower": 0.5, "upper": 1.5})
+    factors = []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        ratio = out.std(axis=(0, 1)) / image.std(axis=(0, 1))
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # one factor for all channels
+        np.testing.assert_allclose(out.mean(axis=(0, 1)), image.mean(axis=(0, 1)), atol=1e-2)
+        factors.append(float(ratio[0]))
+    assert 0.5 - 1e-4 <= min(factors) and max(factors) <= 1.5 + 1e-4
+    assert max(factors) - min(factors) > 0.5
+    # lower == upper is a fixed factor.
+    fixed = run(image, SEEDS[0], config(contrast={"lower": 0.8, "upper": 0.8}))
+    np.testing.assert_allclose(fixed.std(axis=(0, 1)) / image.std(axis=(0, 1)), 0.8, rtol=1e-4)
+
+
+def _slopes(out: np.ndarray) -> tuple[float, float]:
+    """Ramp slopes (per pixel) of channel 0 along x and channel 1 along y."""
+    size = out.shape[0]
+    x = (out[size // 2, -1, 0] - out[size // 2, 0, 0]) / (size - 1)
+    y = (out[-1, size // 2, 1] - out[0, size // 2, 1]) / (size - 1)
+    return float(x), float(y)
+
+
+def test_crop_is_a_resized_sub_window():
+    image = ramps()
+    slope = 255 / 63
+    cfg = config(crop={"min_fraction": 0.5})
+    fractions, corners = [], []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        sx, sy = _slopes(out)
+        assert sx == pytest.approx(sy, rel=1e-3)  # same fraction of both sides: aspect kept
+        fractions.append(sx / slope)  # the ramp is stretched by 1 / fraction
+        corners.append(out[0, 0, 0])
+        # Values come from inside the image: a sub-range of the ramp, never outside it.
+        assert out[..., 0].min() >= -1e-3 and out[..., 0].max() <= 255 + 1e-3
+        np.testing.assert_allclose(out[..., 2], 100.0, atol=1e-3)
+    # Whole-pixel crops and edge clamping in the resize: allow a couple of pixels of 64.
+    assert 0.5 - 0.04 <= min(fractions) and max(fractions) <= 1 + 1e-3
+    assert min(fractions) < 0.7  # it does crop, over the whole range
+    assert np.ptp(corners) > 20  # ...at different places
+    np.testing.assert_array_equal(run(image, SEEDS[0], config(crop={"min_fraction": 1.0})), image)
+
+
+def test_zoom_is_a_centred_crop():
+    image = ramps()
+    slope = 255 / 63
+    cfg = config(zoom={"max_fraction": 0.3})
+    scales = []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        sx, sy = _slopes(out)
+        scales.append(sx / slope)
+        assert sx == pytest.approx(sy, rel=1e-3)
+        # Centred: the crop is symmetric about the middle of the ramp (to half a pixel).
+        assert (out[32, 0, 0] + out[32, -1, 0]) / 2 == pytest.approx(127.5, abs=slope / 2 + 1e-3)
+    assert 0.7 - 0.04 <= min(scales) and max(scales) <= 1 + 1e-3
+    assert min(scales) < 0.8
+
+
+def _line_angle(out: np.ndarray, centre: float) -> float:
+    """Angle (degrees, counter-clockwise on screen) of a bright radial line's centroid."""
+    weight = out[..., 0]
+    ys, xs = np.indices(weight.shape)
+    cx = (xs * weight).sum() / weight.sum() - centre
+    cy = (ys * weight).sum() / weight.sum() - centre
+    return math.degrees(math.atan2(-cy, cx))
+
+
+def test_rotate_turns_an_asymmetric_pattern_within_max_degrees():
+    size = 65
+    image = np.zeros((size, size, 3), np.float32)
+    image[32, 40:57] = 255.0  # a line from near the centre to the right: angle 0
+    assert _line_angle(image, 32) == pytest.approx(0.0, abs=1e-6)
+    # The helper's direction: +90 degrees moves the line to point up (counter-clockwise).
+    assert _line_angle(rotate(image, tf.constant(math.pi / 2)).numpy(), 32) == pytest.approx(90, abs=1)
+    cfg = config(rotate={"max_degrees": 30})
+    angles = []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        angle = _line_angle(out, 32)
+        angles.append(angle)
+        if abs(angle) > 2:
+            assert not np.allclose(out, image)
+    assert max(abs(a) for a in angles) <= 30 + 1.0
+    assert min(angles) < -15 and max(angles) > 15
+
+
+# --------------------------------------------------------------------------- general properties
+
+
+@pytest.mark.parametrize("k", range(0, len(AUGMENTATION_ORDER) + 1))
+def test_every_combination_keeps_shape_dtype_range(k):
+    image = noise(40, 56, seed=k)  # not square
+    for names in itertools.combinations(AUGMENTATION_ORDER, k):
+        cfg = config(**{name: None for name in names})
+        out = run(image, SEEDS[k], cfg)
+        assert out.min() >= 0.0 and out.max() <= 255.0
+        if not names:
+            np.testing.assert_array_equal(out, image)
+
+
+def test_deterministic_for_a_seed_and_seed_dtype():
+    image = noise()
+    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    a = run(image, tf.constant([3, 4], tf.int64), cfg)
+    b = run(image, tf.constant([3, 4], tf.int32), cfg)
+    c = run(image, tf.constant([3, 5], tf.int64), cfg)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_each_augmentation_draws_independently_of_the_others():
+    """All enabled equals the single-augmentation steps composed: toggling one leaves the rest."""
+    image = noise()
+    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    seed = SEEDS[5]
+    composed = image
+    for name in cfg.enabled():
+        composed = run(composed, seed, only(cfg, name))
+    np.testing.assert_allclose(run(image, seed, cfg), composed, atol=1e-4)
+
+
+def test_identity_when_nothing_enabled():
+    cfg = AugmentConfig(flip={"enabled": False})
+    assert cfg.enabled() == []
+    image = noise()
+    augmenter = build_augmenter(cfg)
+    np.testing.assert_array_equal(augmenter(image, SEEDS[0]).numpy(), image)
+    np.testing.assert_array_equal(run(image, SEEDS[0], cfg), image)
+
+
+def test_works_inside_dataset_map_like_eager():
+    images = np.stack([noise(seed=s) for s in range(4)])
+    labels = np.array([0, 1, 0, 1], np.int64)
+    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    augmenter = build_augmenter(cfg)
+    seeds = np.array([[1, k] for k in range(4)], np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels, seeds)).map(
+        lambda image, label, seed: (augmenter(image, seed), label),
+        num_parallel_calls=4,
+        deterministic=True,
+    )
+    for k, (out, label) in enumerate(dataset):
+        assert int(label) == labels[k]  # labels pass through untouched
+        np.testing.assert_allclose(out.numpy(), run(images[k], tf.constant(seeds[k]), cfg), atol=1e-4)
+    # Seeds streamed from Dataset.random, as the training pipeline does.
+    pairs = tf.data.Dataset.random(seed=3).batch(2)
+    streamed = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices(images), pairs)).map(augmenter)
+    first = [o.numpy() for o in streamed]
+    second = [o.numpy() for o in streamed]  # a second pass over the same pipeline
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_static_shape_is_kept_in_graph_mode():
+    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    images = tf.data.Dataset.from_tensors(tf.zeros([40, 56, 3])).repeat(2)
+    pairs = tf.data.Dataset.random(seed=1).batch(2)
+    dataset = tf.data.Dataset.zip((images, pairs)).map(build_augmenter(cfg)).batch(2)
+    assert dataset.element_spec.shape.as_list() == [None, 40, 56, 3]

@@ -1,0 +1,123 @@
+"""evaluate (numbers, plot data, MLflow) and register (keras flavor, gate, alias)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import small_params
+from fakeface.config import EvaluateConfig, RegisterConfig
+from fakeface.evaluate import classification_table, compute_metrics, evaluate
+from fakeface.register import register
+
+
+def test_metrics_on_a_hand_checked_example():
+    labels = np.array([0, 0, 1, 1])
+    p_fake = np.array([0.1, 0.6, 0.4, 0.9])
+    result = compute_metrics(labels, p_fake, threshold=0.5)
+    assert result["accuracy"] == 0.5
+    assert result["confusion"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 1}
+    assert result["auc"] == pytest.approx(0.75)
+    assert result["fake"]["precision"] == 0.5 and result["real"]["recall"] == 0.5
+    assert result["real"]["support"] == 2
+    # the threshold moves the decision, not the ranking
+    moved = compute_metrics(labels, p_fake, threshold=0.35)
+    assert moved["confusion"] == {"tn": 1, "fp": 1, "fn": 0, "tp": 2}
+    assert moved["auc"] == result["auc"]
+
+
+def test_single_class_test_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="single class"):
+        compute_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
+
+
+def test_seed_style_table_has_its_columns():
+    table = classification_table(compute_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]), 0.5))
+    assert table.splitlines()[0] == "| class | precision | recall | f1-score | support |"
+    assert "| real |" in table and "| fake |" in table and "**accuracy**" in table
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_shards, tmp_path_factory):
+    """A model trained for two epochs, with its MLflow run, in a module-wide store."""
+    from fakeface.train import train
+
+    _, shards = synthetic_shards
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
+        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
+        yield root, shards, params
+
+
+def test_evaluate_writes_numbers_plots_and_logs_them(trained, monkeypatch):
+    root, shards, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    out = root / "eval"
+    result = evaluate(EvaluateConfig(), root / "model.keras", shards, out / "metrics.json",
+                      out / "plots", out / "reports", run_info_path=root / "run.json")
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == result and saved["n"] == 12  # 6 test images per class
+    assert saved["real"]["support"] == saved["fake"]["support"] == 6
+    roc = pd.read_csv(out / "plots" / "roc.csv")
+    assert list(roc.columns) == ["fpr", "tpr", "threshold"]
+    assert roc["fpr"].iloc[0] == 0 and roc["tpr"].iloc[-1] == 1
+    confusion = pd.read_csv(out / "plots" / "confusion.csv")
+    assert len(confusion) == 12 and set(confusion["actual"]) == {"real", "fake"}
+    tp = ((confusion.actual == "fake") & (confusion.predicted == "fake")).sum()
+    assert tp == saved["confusion"]["tp"]
+    for name in ("roc.png", "pr.png", "confusion_matrix.png", "classification_report.md", "predictions.csv"):
+        assert (out / "reports" / name).stat().st_size > 0
+
+    run_id = json.loads((root / "run.json").read_text())["run_id"]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.metrics["test_auc"] == pytest.approx(saved["auc"])
+    assert run.data.metrics["test_fake_f1"] == pytest.approx(saved["fake"]["f1-score"])
+    assert run.data.tags["evaluate.threshold"] == "0.5"
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run_id, "evaluate")}
+    assert "evaluate/roc.png" in artifacts and "evaluate/confusion_matrix.png" in artifacts
+
+
+def _evaluation(path, auc):
+    path.write_text(json.dumps({"auc": auc, "threshold": 0.5}))
+    return path
+
+
+def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
+    import keras
+    import mlflow
+
+    root, _, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    cfg = RegisterConfig(model_name="fakeface-test", min_test_auc=0.5)
+    result = register(cfg, root / "model.keras", _evaluation(root / "good.json", 0.93),
+                      root / "run.json", root / "registry.json")
+    assert result.registered and result.version == "1" and result.alias == "champion"
+    assert json.loads((root / "registry.json").read_text())["model_uri"] == "models:/fakeface-test@champion"
+    assert MlflowClient().get_model_version_by_alias("fakeface-test", "champion").version == "1"
+
+    served = mlflow.keras.load_model("models:/fakeface-test@champion")
+    local = keras.models.load_model(root / "model.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(served.predict_on_batch(x), local.predict_on_batch(x), rtol=1e-5)
+    info = mlflow.models.get_model_info("models:/fakeface-test@champion")
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+    assert info.metadata["fakeface"]["classes"] == ["real", "fake"]
+
+
+def test_register_below_the_gate_logs_but_does_not_register(trained, monkeypatch):
+    root, _, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    cfg = RegisterConfig(model_name="fakeface-weak", min_test_auc=0.9)
+    result = register(cfg, root / "model.keras", _evaluation(root / "weak.json", 0.61),
+                      root / "run.json", root / "weak_registry.json")
+    assert not result.registered and "0.6100 < gate 0.9" in result.reason
+    assert MlflowClient().search_registered_models(filter_string="name = 'fakeface-weak'") == []
+    assert result.model_uri.startswith("models:/")  # logged model, loadable by its id

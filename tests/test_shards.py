@@ -1,0 +1,200 @@
+"""TFRecord shards: the bytes in are the bytes out, labels and counts are right, errors are clear."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fakeface import CLASS_NAMES, LABEL_INDEX
+from fakeface.manifest import file_sha256, read_manifest, write_manifest
+
+tf = pytest.importorskip("tensorflow")
+
+from fakeface.shards import (  # noqa: E402
+    FEATURES,
+    ShardError,
+    decode_image,
+    parse_example,
+    read_index,
+    shard_files,
+    write_shards,
+)
+
+
+def make_manifest(root: Path, counts: dict[tuple[str, str], int], size: int = 32) -> Path:
+    """Small JPEGs (random noise, so every file differs) and their manifest CSV."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (split, label), n in counts.items():
+        folder = root / "images" / split / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            path = folder / f"{label}_{k:03d}.jpg"
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "split": split,
+                    "sha256": file_sha256(path),
+                    "width": size,
+                    "height": size,
+                    "format": "JPEG",
+                    "source": "test",
+                    "original_path": str(path),
+                    "note": "",
+                }
+            )
+    manifest_path = root / "manifest.csv"
+    write_manifest(pd.DataFrame(rows), manifest_path)
+    return manifest_path
+
+
+COUNTS = {
+    ("train", "real"): 4,
+    ("train", "fake"): 3,  # 7 train images: shard_size 3 -> 3 shards (3, 3, 1)
+    ("valid", "real"): 1,
+    ("valid", "fake"): 2,
+    ("test", "real"): 2,
+    ("test", "fake"): 1,
+}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    manifest = read_manifest(make_manifest(root, COUNTS))
+    out = root / "shards"
+    index = write_shards(manifest, out, shard_size=3)
+    return manifest, out, index
+
+
+def _records(files: list[str]) -> list[dict]:
+    records = []
+    for raw in tf.data.TFRecordDataset(files):
+        example = parse_example(raw)
+        records.append({k: v.numpy() for k, v in example.items()})
+    return records
+
+
+def test_round_trip_bytes_labels_and_metadata(written):
+    manifest, out, _ = written
+    by_path = {row.path: row for row in manifest.itertuples(index=False)}
+    seen = []
+    for split in ("train", "valid", "test"):
+        for record in _records(shard_files(out, split)):
+            path = record["path"].decode()
+            row = by_path[path]
+            # The stored bytes are the file, bit for bit (no re-encoding).
+            assert record["image"] == Path(path).read_bytes()
+            assert hashlib.sha256(record["image"]).hexdigest() == row.sha256 == record["sha256"].decode()
+            assert record["label"] == LABEL_INDEX[row.label]
+            assert CLASS_NAMES[record["label"]] == row.label
+            assert record["split"].decode() == split == row.split
+            assert record["source"].decode() == "test"
+            assert record["format"].decode() == "JPEG"
+            assert (record["width"], record["height"]) == (32, 32)
+            seen.append(path)
+    # Every image exactly once.
+    assert sorted(seen) == sorted(manifest["path"])
+    assert len(seen) == len(set(seen))
+
+
+def test_index_counts_and_shard_size(written):
+    manifest, out, index = written
+    assert read_index(out) == index == json.loads((out / "index.json").read_text())
+    train = index["train"]
+    assert train["n"] == 7
+    assert train["per_class"] == {"real": 4, "fake": 3}
+    assert train["shards"] == [f"train-0000{k}-of-00003.tfrecord" for k in range(3)]
+    assert train["shard_counts"] == [3, 3, 1]
+    files = shard_files(out, "train")
+    assert [Path(f).name for f in files] == train["shards"]
+    assert [sum(1 for _ in tf.data.TFRecordDataset(f)) for f in files] == [3, 3, 1]
+    assert index["valid"]["per_class"] == {"real": 1, "fake": 2}
+    assert index["test"]["n"] == 3 and len(index["test"]["shards"]) == 1
+    assert sum(entry["n"] for entry in index.values()) == len(manifest)
+
+
+def test_order_is_label_then_path_and_digest_is_deterministic(written, tmp_path):
+    manifest, _, index = written
+    records = _records(shard_files(written[1], "train"))
+    keys = [(int(r["label"]), r["path"].decode()) for r in records]
+    assert keys == sorted(keys)
+    # Same content in a shuffled manifest: same order, same digest.
+    again = write_shards(manifest.sample(frac=1.0, random_state=3), tmp_path / "again", shard_size=3)
+    assert {s: e["digest"] for s, e in again.items()} == {s: e["digest"] for s, e in index.items()}
+
+
+def test_rewrite_removes_stale_shards(written, tmp_path):
+    manifest, _, _ = written
+    out = tmp_path / "shards"
+    write_shards(manifest, out, shard_size=1)
+    assert len(shard_files(out, "train")) == 7
+    write_shards(manifest, out, shard_size=10)
+    assert [Path(f).name for f in shard_files(out, "train")] == ["train-00000-of-00001.tfrecord"]
+
+
+def test_changed_file_is_refused(tmp_path):
+    manifest = read_manifest(make_manifest(tmp_path, {("train", "real"): 2}))
+    Path(manifest["path"][0]).write_bytes(b"not the vetted bytes")
+    with pytest.raises(ShardError, match="does not match the manifest"):
+        write_shards(manifest, tmp_path / "shards", shard_size=2)
+    assert not (tmp_path / "shards" / "index.json").exists()
+
+
+def test_missing_dir_and_empty_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="augment stage"):
+        shard_files(tmp_path / "nowhere", "train")
+    with pytest.raises(FileNotFoundError, match="augment stage"):
+        read_index(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown split"):
+        shard_files(tmp_path, "holdout")
+    manifest = read_manifest(make_manifest(tmp_path, {("train", "real"): 1, ("train", "fake"): 1}))
+    index = write_shards(manifest, tmp_path / "shards", shard_size=5)
+    assert index["test"] == {**index["test"], "n": 0, "shards": []}
+    with pytest.raises(FileNotFoundError, match="no test shards"):
+        shard_files(tmp_path / "shards", "test")
+    # A shard gone missing after writing is caught by the index check.
+    Path(shard_files(tmp_path / "shards", "train")[0]).unlink()
+    with pytest.raises(ShardError, match="do not match"):
+        shard_files(tmp_path / "shards", "train")
+
+
+def test_features_spec():
+    names = {"image", "label", "sha256", "path", "source", "split", "format", "width", "height"}
+    assert set(FEATURES) == names
+    assert FEATURES["label"].dtype == tf.int64 and FEATURES["image"].dtype == tf.string
+
+
+def _encoded(pixels: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_decode_image_shape_range_and_passthrough():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    png = _encoded(pixels, "PNG")
+    resized = decode_image(tf.constant(png), 32)
+    assert resized.shape == (32, 32, 3) and resized.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(resized)) and float(tf.reduce_max(resized)) <= 255.0
+    # Already the right size: pixels pass through untouched (lossless PNG -> exact).
+    square = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    same = decode_image(tf.constant(_encoded(square, "PNG")), 16)
+    np.testing.assert_array_equal(same.numpy(), square.astype(np.float32))
+    # Grey and RGBA become RGB; works inside tf.data (graph mode).
+    grey = _encoded(rng.integers(0, 256, (20, 20), dtype=np.uint8), "PNG")
+    rgba = _encoded(rng.integers(0, 256, (20, 20, 4), dtype=np.uint8), "PNG")
+    jpeg = _encoded(pixels, "JPEG")
+    out = list(tf.data.Dataset.from_tensor_slices([grey, rgba, jpeg]).map(lambda b: decode_image(b, 24)))
+    assert [tuple(o.shape) for o in out] == [(24, 24, 3)] * 3
