@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/registry.json")
 
     command("params", _params_check, "validate params.yaml and print every parameter")
+
+    from fakeface.pipeline_cli import add_pipeline_commands  # Kubeflow: compile, submit, run-local
+
+    add_pipeline_commands(sub)
+
+    from fakeface.stack_cli import add_stack_commands  # local MLflow server + S3 store; `runs`
+
+    add_stack_commands(sub)
     return parser
 
 
@@ -131,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         args.handler(args, params)
-    except (FakefaceError, FileNotFoundError) as error:
+    except FakefaceError as error:
         log.error("%s", error)
         return 2
     return 0

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,26 @@ def preprocessing_contract(image_size: int, threshold: float) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _mlflow_keras_example_fix() -> Iterator[None]:
+    """Work around mlflow/mlflow#16183 (open in MLflow 3.17): ``mlflow.keras.log_model`` writes
+    the input example into the model folder before creating that folder. Creating it first is
+    what the upstream fix does; ``exist_ok`` keeps this harmless once MLflow fixes it."""
+    import mlflow.keras.save as keras_save
+
+    original = keras_save._save_example
+
+    def save_example(mlflow_model: Any, input_example: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, input_example, path, *args, **kwargs)
+
+    keras_save._save_example = save_example
+    try:
+        yield
+    finally:
+        keras_save._save_example = original
+
+
 def register(
     cfg: RegisterConfig,
     model_path: str | Path,
@@ -73,14 +96,15 @@ def register(
 
     with tracking.resume_run(run_info_path, experiment) as run:
         tracking.log_stage_settings("register", cfg.model_dump())
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=cfg.model_name if passes else None,
-            metadata={"fakeface": preprocessing_contract(size, threshold)},
-        )
+        with _mlflow_keras_example_fix():
+            info = mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                registered_model_name=cfg.model_name if passes else None,
+                metadata={"fakeface": preprocessing_contract(size, threshold)},
+            )
         mlflow.log_dict(preprocessing_contract(size, threshold), "model_preprocessing.json")
         if passes:
             client = MlflowClient()
