@@ -101,7 +101,7 @@ def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
                       root / "run.json", root / "registry.json")
     assert result.registered and result.version == "1" and result.alias == "champion"
     assert json.loads((root / "registry.json").read_text())["model_uri"] == "models:/fakeface-test@champion"
-    assert MlflowClient().get_model_version_by_alias("fakeface-test", "champion").version == "1"
+    assert str(MlflowClient().get_model_version_by_alias("fakeface-test", "champion").version) == "1"
 
     served = mlflow.keras.load_model("models:/fakeface-test@champion")
     local = keras.models.load_model(root / "model.keras")
