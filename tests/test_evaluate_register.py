@@ -108,7 +108,7 @@ def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(served.predict_on_batch(x), local.predict_on_batch(x), rtol=1e-5)
     info = mlflow.models.get_model_info("models:/fakeface-test@champion")
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
     assert info.metadata["fakeface"]["classes"] == ["real", "fake"]
 
 
