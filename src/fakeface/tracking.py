@@ -24,6 +24,8 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from fakeface.stack import check_tracking_server
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
@@ -45,6 +47,7 @@ def redact(uri: str) -> str:
 def configure(experiment: str) -> str:
     """Point MLflow at the tracking store and select the experiment; returns the experiment id."""
     uri = tracking_uri()
+    check_tracking_server(uri)  # a dead server: a clear error in seconds, not minutes of retries
     mlflow.set_tracking_uri(uri)
     experiment_obj = mlflow.set_experiment(experiment)
     log.info("MLflow: %s, experiment %r", redact(uri), experiment)
