@@ -100,7 +100,8 @@ def test_mlflow_run_holds_the_whole_pipeline(project, monkeypatch):
 
 def test_changing_an_evaluate_param_reruns_only_evaluate_and_register(project):
     work, env, _ = project
-    out = _run(["dvc", "exp", "run", "-S", "evaluate.threshold=0.3"], work, env)
+    out = _run(["dvc", "exp", "run", "-S", "evaluate.threshold_method=fixed", "-S", "evaluate.threshold=0.3"],
+               work, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"evaluate", "register"}
     table = _run(["dvc", "exp", "show", "--csv"], work, env)

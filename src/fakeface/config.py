@@ -8,13 +8,27 @@ allowed, instead of an hour into a GPU run.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from fakeface import FakefaceError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
@@ -215,9 +229,127 @@ class TrainConfig(_Section):
 # --------------------------------------------------------------------------- evaluate, register
 
 
+class _Perturbation(_Section):
+    """One robustness check: applied to the original decoded test images (see fakeface.robustness)."""
+
+    enabled: bool = True
+
+
+class JpegPerturbation(_Perturbation):
+    """Re-encode as JPEG at ``quality`` (PIL, 4:2:0 chroma), decode again."""
+
+    kind: Literal["jpeg"]
+    quality: int = Field(75, ge=1, le=100)
+
+
+class BlurPerturbation(_Perturbation):
+    """Gaussian blur with standard deviation ``sigma`` pixels of the original image."""
+
+    kind: Literal["blur"]
+    sigma: float = Field(1.0, gt=0, le=20)
+
+
+class ScalePerturbation(_Perturbation):
+    """Resize by ``factor`` (< 1 down, > 1 up) and back to the original size, bilinear + antialias."""
+
+    kind: Literal["scale"]
+    factor: float = Field(0.5, gt=0.05, le=8)
+
+    @field_validator("factor")
+    @classmethod
+    def _not_one(cls, value: float) -> float:
+        if value == 1:
+            raise ValueError("factor 1 leaves the image unchanged; use < 1 (down) or > 1 (up)")
+        return value
+
+
+class CropPerturbation(_Perturbation):
+    """Central crop keeping ``fraction`` of each side, resized back to the original size."""
+
+    kind: Literal["crop"]
+    fraction: float = Field(0.8, gt=0.05, lt=1)
+
+
+Perturbation = Annotated[
+    Union[JpegPerturbation, BlurPerturbation, ScalePerturbation, CropPerturbation],
+    Field(discriminator="kind"),
+]
+
+
+def _default_robustness() -> dict[str, Any]:
+    return {
+        "jpeg_q95": JpegPerturbation(kind="jpeg", quality=95),
+        "jpeg_q75": JpegPerturbation(kind="jpeg", quality=75),
+        "jpeg_q50": JpegPerturbation(kind="jpeg", quality=50),
+        "blur_sigma1": BlurPerturbation(kind="blur", sigma=1.0),
+        "downscale_half": ScalePerturbation(kind="scale", factor=0.5),
+        "upscale_2x": ScalePerturbation(kind="scale", factor=2.0),
+        "crop_80": CropPerturbation(kind="crop", fraction=0.8),
+    }
+
+
+class SlicesConfig(_Section):
+    """Brightness bands by mean luma (0..255) of the decoded image: dark < a <= mid < b <= bright."""
+
+    brightness_edges: tuple[float, float] = (85.0, 170.0)
+
+    @field_validator("brightness_edges")
+    @classmethod
+    def _ascending(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] < value[1] < 255:
+            raise ValueError(f"need 0 < dark/mid edge < mid/bright edge < 255, got {list(value)}")
+        return value
+
+
+class ExplainConfig(_Section):
+    """Integrated gradients (Sundararajan et al. 2017) for a few test images per class."""
+
+    enabled: bool = True
+    images_per_class: int = Field(2, ge=0, le=50, description="right and wrong ones when available")
+    baseline: Literal["black", "noise"] = "black"
+    steps: int = Field(64, ge=20, le=1000, description="interpolation steps m (trapezoidal rule)")
+    batch_size: int = Field(32, ge=1, description="interpolated images per gradient batch")
+    seed: int = Field(0, ge=0, description="for the noise baseline")
+
+
 class EvaluateConfig(_Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="p(fake) at or above which we say fake")
+    threshold_method: Literal["fixed", "max_f1", "youden"] = Field(
+        "max_f1", description="fixed: use threshold; max_f1 / youden: chosen on the valid split"
+    )
     batch_size: int = Field(64, ge=1)
+    calibration_bins: int = Field(10, ge=2, le=100, description="equal-width bins for ECE and the reliability plot")
+    robustness_max_images: int = Field(
+        1000, ge=0, description="test images for the robustness checks (evenly spaced); 0 = all"
+    )
+    robustness: dict[str, Perturbation] = Field(default_factory=_default_robustness)
+    slices: SlicesConfig = SlicesConfig()
+    explain: ExplainConfig = ExplainConfig()
+
+    @field_validator("robustness", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, spec in value.items():
+                if isinstance(spec, dict) and "kind" not in spec:
+                    raise ValueError(f"perturbation {name!r} needs a kind: jpeg, blur, scale or crop")
+        return value
+
+    @field_validator("robustness")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            # no dots: the name is a key of dotted overrides (dvc exp run -S evaluate.robustness.NAME.enabled=false)
+            if name == "none" or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                raise ValueError(
+                    f"perturbation name {name!r}: use letters, digits, '_' and '-' ('none' is the clean row)"
+                )
+        return value
+
+    def enabled_perturbations(self) -> dict[str, Any]:
+        return {name: spec for name, spec in self.robustness.items() if spec.enabled}
 
 
 class RegisterConfig(_Section):
@@ -230,6 +362,165 @@ class TrackingConfig(_Section):
     """Where runs go. The tracking *URI* is not a param: it comes from MLFLOW_TRACKING_URI."""
 
     experiment: str = Field("fakeface", min_length=1)
+
+
+# --------------------------------------------------------------------------- ablation
+
+#: A categorical factor's values keep their YAML types (true stays a bool, 0.2 a float).
+AblationValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+
+#: What an ablation may vary: the seed and what shapes training (see fakeface.ablation).
+ABLATABLE_PREFIXES = ("seed", "augment.", "train.", "evaluate.threshold")
+NOT_ABLATABLE = frozenset({"augment.shard_size", "augment.preview_images", "train.checkpoint_dir"})
+
+
+class RangeSpec(_Section):
+    """A numeric factor: ``tpe`` samples [low, high]; ``grid`` and ``one-at-a-time`` try ``values``.
+
+    Integers when low, high (and step) are integers (e.g. ``train.fine_tune_layers``), else floats.
+    """
+
+    low: StrictInt | StrictFloat
+    high: StrictInt | StrictFloat
+    log: bool = False
+    step: StrictInt | StrictFloat | None = Field(None, gt=0)
+    values: list[StrictInt | StrictFloat] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log=true needs low > 0 and no step")
+        outside = [v for v in self.values if not self.low <= v <= self.high]
+        if outside:
+            raise ValueError(f"values {outside} lie outside [{self.low}, {self.high}]")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
+
+
+class PrunerConfig(_Section):
+    """Stops unpromising trials early, from their per-epoch validation metric."""
+
+    kind: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = Field(2, ge=0, description="median: trials before any pruning")
+    n_warmup_steps: int = Field(1, ge=0, description="median: epochs before a trial may be pruned")
+    min_resource: int = Field(1, ge=1, description="hyperband: epochs every trial gets")
+    reduction_factor: int = Field(3, ge=2, description="hyperband: 1/n of the trials go on per rung")
+
+
+#: A factor: a list of values (categorical) or a mapping with low/high (a numeric range).
+Factor = Annotated[
+    Union[Annotated[list[AblationValue], Tag("values")], Annotated[RangeSpec, Tag("range")]],
+    Discriminator(lambda v: "range" if isinstance(v, (dict, RangeSpec)) else "values"),
+]
+
+
+def _seed_factors() -> dict[str, Any]:
+    """The seed project's ablation: each of these tried alone from the base config."""
+    return {
+        "augment.flip.enabled": [True, False],
+        "train.optimizer": ["sgd", "adam"],
+        "train.head_activation": ["sigmoid", "softmax"],
+        "train.dropout": [0.2, 0.3],
+        "train.backbone": ["smallcnn", "mobilenetv2"],
+    }
+
+
+def _flatten_space(tree: Any, prefix: str = "") -> Any:
+    """Nested ``{train: {optimizer: [...]}}`` or dotted ``{train.optimizer: [...]}``: both, dotted."""
+    if not isinstance(tree, dict):
+        return tree
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "low" not in value and "high" not in value:
+            flat.update(_flatten_space(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@functools.cache
+def _param_paths() -> frozenset[str]:
+    return frozenset(Params().flat())
+
+
+def _check_ablatable(paths: Any) -> None:
+    import difflib
+
+    known = _param_paths()
+    for path in paths:
+        if path not in known:
+            close = difflib.get_close_matches(path, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{path!r} is not a parameter{hint}")
+        if path in NOT_ABLATABLE or not path.startswith(ABLATABLE_PREFIXES):
+            raise ValueError(
+                f"{path!r} cannot be ablated: only seed, augment.*, train.* and evaluate.threshold "
+                "change what a trial trains or measures"
+            )
+
+
+class AblationConfig(_Section):
+    """``fakeface ablate``: an Optuna study over dotted param paths (see fakeface.ablation)."""
+
+    sampler: Literal["one-at-a-time", "grid", "tpe"] = "one-at-a-time"
+    search_space: dict[str, Factor] = Field(default_factory=_seed_factors)
+    fixed: dict[str, AblationValue] = Field(default_factory=dict, description="overrides for every trial")
+    n_trials: int | None = Field(None, ge=1, description="finished trials wanted; null = every configuration")
+    objective: Literal["val_auc", "val_accuracy", "val_loss"] = "val_auc"
+    pruner: PrunerConfig = PrunerConfig()
+    storage: str = Field("sqlite:///ablation/optuna.db", min_length=1)
+    study_name: str | None = Field(None, description="null: derived from the params and the data")
+    workers: int = Field(1, ge=1, description="parallel worker processes on this machine")
+    heartbeat_interval: int | None = Field(60, ge=1, description="s; a dead worker's trial is retried")
+    max_retry: int = Field(2, ge=0, description="retries of a failed or orphaned trial")
+    workdir: str = Field("checkpoints/ablation", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = dict(value)
+            for key in ("search_space", "fixed"):
+                if isinstance(value.get(key), dict):
+                    value[key] = _flatten_space(value[key])
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("needs at least one factor")
+        for path, spec in value.items():
+            if isinstance(spec, list):
+                if not spec:
+                    raise ValueError(f"{path!r}: no values")
+                if len({repr(v) for v in spec}) != len(spec):
+                    raise ValueError(f"{path!r}: repeated values {spec}")
+        _check_ablatable(value)
+        return value
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_ablatable(value)
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> AblationConfig:
+        both = sorted(set(self.search_space) & set(self.fixed))
+        if both:
+            raise ValueError(f"{', '.join(both)}: both fixed and searched")
+        return self
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        return "minimize" if self.objective == "val_loss" else "maximize"
 
 
 # ``register`` is the stage's name; it shadows ABCMeta.register on the class, which we never use.
@@ -245,6 +536,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
+    ablation: AblationConfig = AblationConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to scalar values, as MLflow params and DVC ``-S`` overrides spell them."""

@@ -9,6 +9,7 @@ seed gives the same batches in every epoch of every run (and a different draw pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -28,7 +29,7 @@ def _options() -> tf.data.Options:
 
 def make_dataset(
     shards_dir: str | Path,
-    split: str,
+    split: str | Sequence[str],
     image_size: int,
     batch_size: int,
     *,
@@ -44,8 +45,10 @@ def make_dataset(
     ``images`` are float32 RGB in 0..255 (the model scales them itself); ``labels`` are float32
     ``[batch, 1]`` for a sigmoid head, or one-hot ``[batch, 2]`` for a softmax head. Shuffling and
     augmentation happen only when ``training`` is true; evaluation reads in manifest order.
+    ``split`` may name several splits (``("train", "valid")``): their shards are read together.
     """
-    files = shard_files(Path(shards_dir), split)
+    splits = [split] if isinstance(split, str) else list(split)
+    files = [f for name in splits for f in shard_files(Path(shards_dir), name)]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) or None)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -20,12 +20,24 @@ T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (pytest and tools swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: str | None = None) -> None:
     """Configure the root logger once; ``FAKEFACE_LOG_LEVEL`` overrides the level."""
     level = (level or os.environ.get("FAKEFACE_LOG_LEVEL", "INFO")).upper()
     root = logging.getLogger()
     if not any(getattr(h, "_fakeface", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._fakeface = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -80,6 +80,7 @@ def register(
 ) -> Registration:
     import keras
     import mlflow
+    import tensorflow as tf
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
@@ -104,6 +105,9 @@ def register(
                 input_example=example,
                 registered_model_name=cfg.model_name if passes else None,
                 metadata={"fakeface": preprocessing_contract(size, threshold)},
+                # The flavor's own requirements, stated: inferring them imports the model in a
+                # subprocess and costs about 13 s per registration.
+                pip_requirements=[*mlflow.keras.get_default_pip_requirements(), f"tensorflow=={tf.__version__}"],
             )
         mlflow.log_dict(preprocessing_contract(size, threshold), "model_preprocessing.json")
         if passes:

@@ -124,7 +124,8 @@ def git_commit() -> str | None:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        # No git (a container): the image records the commit it was built from.
+        return os.environ.get("FAKEFACE_GIT_COMMIT") or None
     return f"{commit}-dirty" if dirty else commit
 
 
@@ -161,12 +162,14 @@ def log_dict_params(params: dict[str, Any]) -> None:
 #: Sections whose stages may rerun inside an existing run (DVC reruns only evaluate and register
 #: when only their params change). MLflow params are immutable, so these are tags instead.
 RERUNNABLE_SECTIONS = ("evaluate", "register")
+#: Sections that describe a study of many runs, not one run: kept off each run's params.
+STUDY_SECTIONS = ("ablation",)
 
 
 def log_run_params(flat_params: dict[str, Any]) -> None:
     """The params fixed for a run's life: everything but the rerunnable sections."""
     log_dict_params(
-        {k: v for k, v in flat_params.items() if k.split(".", 1)[0] not in RERUNNABLE_SECTIONS}
+        {k: v for k, v in flat_params.items() if k.split(".", 1)[0] not in (*RERUNNABLE_SECTIONS, *STUDY_SECTIONS)}
     )
 
 

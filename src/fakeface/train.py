@@ -14,7 +14,9 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,14 +118,16 @@ def compile_model(model: keras.Model, cfg: TrainConfig, learning_rate: float, st
 # --------------------------------------------------------------------------- checkpoints
 
 
-def fingerprint(params: Params, shards_dir: Path) -> str:
-    """What makes two training runs the same run: train/augment params, seed and data."""
-    payload = {
+def fingerprint(params: Params, shards_dir: Path, splits: dict[str, Any] | None = None) -> str:
+    """What makes two training runs the same run: train/augment params, seed, data (and splits)."""
+    payload: dict[str, Any] = {
         "seed": params.seed,
         "train": params.train.model_dump(exclude={"checkpoint_dir"}),
         "augment": params.augment.model_dump(exclude={"shard_size", "preview_images"}),
         "data": read_index(shards_dir),
     }
+    if splits:
+        payload["splits"] = splits
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -197,37 +201,55 @@ def train(
     metrics_path: str | Path,
     *,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    parent_run_id: str | None = None,
+    train_splits: Sequence[str] = ("train",),
+    validation_split: str | None = "valid",
 ) -> TrainResult:
-    """Train, save the model, and leave the MLflow run id for evaluate and register."""
+    """Train, save the model, and leave the MLflow run id for evaluate and register.
+
+    ``parent_run_id`` nests the run under another (an ablation study's parent run).
+    ``train_splits`` are read together for training (``("train", "valid")`` retrains a chosen
+    config on both). With ``validation_split`` None the configured epochs all run: no early
+    stopping, no ``val_*`` metrics, and ``best_val_auc`` is NaN (``null`` in ``metrics_path``).
+    """
     cfg = params.train
     shards_dir = Path(shards_dir)
+    train_splits = (train_splits,) if isinstance(train_splits, str) else tuple(train_splits)
+    default_splits = train_splits == ("train",) and validation_split == "valid"
+    splits = None if default_splits else {"train": list(train_splits), "valid": validation_split}
     set_determinism(params.seed)
     strategy, xla = configure_devices(cfg)
 
-    state = CheckpointState(Path(cfg.checkpoint_dir), fingerprint(params, shards_dir))
+    state = CheckpointState(Path(cfg.checkpoint_dir), fingerprint(params, shards_dir, splits))
     resumed_from = state.last_epoch
     experiment_id = tracking.configure(params.tracking.experiment)
     run = mlflow.start_run(run_id=state.data["run_id"]) if state.data["run_id"] else mlflow.start_run(
-        run_name=f"{cfg.backbone}-{cfg.optimizer}-{cfg.head_activation}"
+        run_name=f"{cfg.backbone}-{cfg.optimizer}-{cfg.head_activation}", parent_run_id=parent_run_id
     )
     with run:
         if state.data["run_id"] is None:
             state.data["run_id"] = run.info.run_id
             state.save()
             _log_run_inputs(params, shards_dir)
+            if splits:
+                mlflow.set_tags({"fakeface.train_splits": "+".join(train_splits),
+                                 "fakeface.validation_split": validation_split or "none"})
         else:
             log.info("resuming MLflow run %s from epoch %d", run.info.run_id, resumed_from)
 
         with strategy.scope():
             classifier = build_classifier(cfg)
         model = classifier.model
-        datasets = _datasets(params, shards_dir, classifier.image_size)
-        steps = _steps_per_epoch(shards_dir, cfg.batch_size)
-        callbacks = [
+        datasets = _datasets(params, shards_dir, classifier.image_size, train_splits, validation_split)
+        steps = _steps_per_epoch(shards_dir, cfg.batch_size, train_splits)
+        early_stopping = [
             keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
                 restore_best_weights=True, verbose=0,
-            ),
+            )
+        ] if validation_split else []
+        callbacks = [
+            *early_stopping,
             EpochMetricsToMlflow(),
             *(extra_callbacks or []),
         ]
@@ -257,7 +279,7 @@ def train(
             log.info("phase %s: epochs %d..%d at lr %g", phase, done + 1, done + epochs, rate)
             model.fit(
                 datasets["train"],
-                validation_data=datasets["valid"],
+                validation_data=datasets.get("valid"),
                 initial_epoch=done,
                 epochs=done + epochs,
                 # The epoch is recorded before it is backed up: a kill between the two reruns
@@ -282,10 +304,13 @@ def train(
         # optimizer or training metric, and loads anywhere without this package's code.
         keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
         _write_history(history, Path(history_path))
-        summary = {"epochs": len(history), "best_val_auc": best_val_auc, "image_size": classifier.image_size}
+        validated = not math.isnan(best_val_auc)
+        summary = {"epochs": len(history), "best_val_auc": best_val_auc if validated else None,
+                   "image_size": classifier.image_size}
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics_path).write_text(json.dumps(summary, indent=2) + "\n")
-        mlflow.log_metric("best_val_auc", best_val_auc)
+        if validated:
+            mlflow.log_metric("best_val_auc", best_val_auc)
         mlflow.log_artifact(str(history_path), "train")
         tracking.write_run_info(run_info_path, run.info.run_id, experiment_id)
 
@@ -294,20 +319,30 @@ def train(
     return TrainResult(run.info.run_id, len(history), best_val_auc, resumed_from, history)
 
 
-def _datasets(params: Params, shards_dir: Path, image_size: int) -> dict[str, tf.data.Dataset]:
+def _datasets(
+    params: Params,
+    shards_dir: Path,
+    image_size: int,
+    train_splits: Sequence[str] = ("train",),
+    validation_split: str | None = "valid",
+) -> dict[str, tf.data.Dataset]:
     cfg = params.train
     common = dict(image_size=image_size, batch_size=cfg.batch_size, one_hot=cfg.head_activation == "softmax")
-    return {
+    split: str | list[str] = "train" if tuple(train_splits) == ("train",) else list(train_splits)
+    datasets = {
         "train": make_dataset(
-            shards_dir, "train", training=True, augment=params.augment, seed=params.seed,
+            shards_dir, split, training=True, augment=params.augment, seed=params.seed,
             shuffle_buffer=cfg.shuffle_buffer, **common,
         ),
-        "valid": make_dataset(shards_dir, "valid", **common),
     }
+    if validation_split:
+        datasets["valid"] = make_dataset(shards_dir, validation_split, **common)
+    return datasets
 
 
-def _steps_per_epoch(shards_dir: Path, batch_size: int) -> int:
-    n = int(read_index(shards_dir)["train"]["n"])
+def _steps_per_epoch(shards_dir: Path, batch_size: int, splits: Sequence[str] = ("train",)) -> int:
+    index = read_index(shards_dir)
+    n = sum(int(index[name]["n"]) for name in splits)
     return -(-n // batch_size)
 
 

@@ -1,0 +1,259 @@
+"""``fakeface ablate report``: the seed project's ablation tables, from a stored Optuna study.
+
+Per factor, per value: the trial that ran that value with every other factor at its base value
+(the one-at-a-time slice; a grid holds it too), else the best trial that ran that value; its
+per-class precision, recall, F1 and support, and the accuracy, all on the **validation** split.
+Then the best trial, the parameter importances, every trial, and the optimisation history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from fakeface.ablation import CONFIG_PARAM, SPEC_ATTR, best_trial, importances, trial_params
+from fakeface.config import parse_params
+
+log = logging.getLogger(__name__)
+
+FILES = ("report.md", "best_params.yaml", "importances.json", "trials.csv", "optimization_history.png")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _value(trial: FrozenTrial) -> str:
+    return "" if trial.value is None else f"{trial.value:.4f}"
+
+
+def _last_report(trial: FrozenTrial) -> str:
+    if not trial.intermediate_values:
+        return ""
+    step = max(trial.intermediate_values)
+    return f"{trial.intermediate_values[step]:.4f} @ epoch {step}"
+
+
+def _overrides(trial: FrozenTrial, spec: dict[str, Any]) -> dict[str, Any]:
+    stored = trial.user_attrs.get("overrides")
+    if stored is not None:
+        return stored
+    return {f["path"]: trial.params[f["path"]] for f in spec["factors"] if f["path"] in trial.params}
+
+
+def _differences(overrides: dict[str, Any], base: dict[str, Any]) -> str:
+    changed = [f"{k}={_fmt(v)}" for k, v in overrides.items() if not _same(v, base.get(k))]
+    return ", ".join(changed) or "base"
+
+
+def classification_table(metrics: dict[str, Any]) -> str:
+    """The seed's table; :func:`fakeface.evaluate.classification_table` when it is there."""
+    try:
+        from fakeface.evaluate import classification_table as table
+
+        return table(metrics)
+    except (ImportError, KeyError, TypeError):  # keep the report independent of evaluate's changes
+        lines = ["| class | precision | recall | f1-score | support |", "|---|---:|---:|---:|---:|"]
+        for name in ("real", "fake"):
+            row = metrics[name]
+            lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
+                         f"{row['f1-score']:.4f} | {row['support']} |")
+        lines.append(f"| **accuracy** | | | {metrics['accuracy']:.4f} | {metrics['n']} |")
+        return "\n".join(lines) + "\n"
+
+
+def _pick(trials: list[FrozenTrial], path: str, value: Any, base: dict[str, Any], spec: dict[str, Any],
+          maximize: bool) -> tuple[FrozenTrial | None, str]:
+    """The trial that shows ``path = value``: others at base if one ran so, else the best."""
+    having = [t for t in trials if _same(_overrides(t, spec).get(path), value)]
+    if not having:
+        return None, "not run"
+    alone = [t for t in having
+             if all(_same(v, base.get(k)) for k, v in _overrides(t, spec).items() if k != path)]
+    pool, note = (alone, "others at base") if alone else (having, f"best of {len(having)} trials with this value")
+    complete = [t for t in pool if t.state == TrialState.COMPLETE]
+    if complete:
+        best = (max if maximize else min)(complete, key=lambda t: t.value)
+        if alone and len(complete) > 1:
+            note += f" (best of {len(complete)} runs)"
+        return best, note
+    return max(pool, key=lambda t: t.number), note
+
+
+def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
+    """The markdown report and a JSON-safe summary of the study."""
+    spec = study.user_attrs[SPEC_ATTR]
+    base_params = parse_params(spec["base"])
+    base_flat = base_params.flat()
+    base = {f["path"]: base_flat[f["path"]] for f in spec["factors"]}
+    maximize = spec["direction"] == "maximize"
+    objective = spec["objective"]
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    count = {state: sum(t.state == state for t in trials) for state in TrialState}
+    best = best_trial(study)
+    imps = importances(study)
+    n_valid = next((t.user_attrs["valid_metrics"]["n"] for t in finished if "valid_metrics" in t.user_attrs), None)
+
+    out: list[str] = [f"# Ablation study `{study.study_name}`", ""]
+    out.append(
+        f"Sampler **{spec['sampler']}**, objective **{objective}** ({spec['direction']}). "
+        f"Trials: {count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
+        f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running, "
+        f"{count[TrialState.WAITING]} waiting."
+    )
+    out.append("")
+    out.append(
+        "> All per-class precision, recall, F1 and accuracy figures below are measured on the "
+        f"**validation split**{f' ({n_valid} images)' if n_valid else ''}, with the model each trial "
+        f"trained, at threshold {base_params.evaluate.threshold:g}. The test split is never used to "
+        "choose a configuration: retrain the chosen one and evaluate it on test."
+    )
+    out.append("")
+    base_desc = ", ".join(f"{k}={_fmt(v)}" for k, v in base.items())
+    out.append(f"Base configuration: {base_desc}" + (
+        f"; fixed for every trial: {', '.join(f'{k}={_fmt(v)}' for k, v in spec['fixed'].items())}"
+        if spec["fixed"] else ""
+    ) + ".")
+    out.append("")
+
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "sampler": spec["sampler"],
+        "objective": objective,
+        "direction": spec["direction"],
+        "n_trials": len(trials),
+        "n_complete": count[TrialState.COMPLETE],
+        "n_pruned": count[TrialState.PRUNED],
+        "n_failed": count[TrialState.FAIL],
+        "best": None,
+        "importances": imps,
+    }
+
+    out += ["## Best trial", ""]
+    if best is None:
+        out += ["No trial has completed yet.", ""]
+    else:
+        overrides = _overrides(best, spec)
+        summary["best"] = {"number": best.number, "value": best.value, "overrides": overrides,
+                           "config": best.params.get(CONFIG_PARAM),
+                           "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
+        out.append(f"Trial **#{best.number}** ({_differences(overrides, base)}): {objective} = "
+                   f"**{best.value:.4f}**; MLflow run `{best.user_attrs.get('mlflow_run_id', '?')}`.")
+        out += ["", "| parameter | value | base |", "|---|---|---|"]
+        for key, value in overrides.items():
+            mark = "" if _same(value, base.get(key)) else " ←"
+            out.append(f"| `{key}` | {_fmt(value)}{mark} | {_fmt(base.get(key))} |")
+        out.append("")
+        if "valid_metrics" in best.user_attrs:
+            out.append(classification_table(best.user_attrs["valid_metrics"]))
+
+    out += ["## Factors", ""]
+    for factor in spec["factors"]:
+        path = factor["path"]
+        out += [f"### `{path}`", ""]
+        if factor["kind"] == "range" and spec["sampler"] == "tpe":
+            out += ["Sampled continuously by TPE: see the trials table below.", ""]
+            continue
+        values = list(factor["values"])
+        if not any(_same(v, base[path]) for v in values):
+            values.insert(0, base[path])
+        picks = [(value, *_pick(finished, path, value, base, spec, maximize)) for value in values]
+        out += [f"| value | trial | state | {objective} | accuracy | real F1 | fake F1 | which trial |",
+                "|---|---:|---|---:|---:|---:|---:|---|"]
+        for value, trial, note in picks:
+            label = f"{_fmt(value)}{' (base)' if _same(value, base[path]) else ''}"
+            if trial is None:
+                out.append(f"| {label} | | not run | | | | | |")
+                continue
+            metrics = trial.user_attrs.get("valid_metrics")
+            state = trial.state.name.lower()
+            if trial.state == TrialState.PRUNED:
+                state = f"pruned ({_last_report(trial)})"
+            cells = (f"{metrics['accuracy']:.4f} | {metrics['real']['f1-score']:.4f} | "
+                     f"{metrics['fake']['f1-score']:.4f}") if metrics else " | | "
+            out.append(f"| {label} | {trial.number} | {state} | {_value(trial)} | {cells} | {note} |")
+        out.append("")
+        for value, trial, _ in picks:
+            if trial is None or "valid_metrics" not in trial.user_attrs:
+                continue
+            out.append(f"#### `{path}` = {_fmt(value)}{' (base)' if _same(value, base[path]) else ''}"
+                       f" · trial {trial.number} · {objective} {_value(trial)}")
+            out += ["", f"*Validation split, the model trial {trial.number} trained "
+                        f"({_differences(_overrides(trial, spec), base)}).*", ""]
+            out.append(classification_table(trial.user_attrs["valid_metrics"]))
+
+    if imps:
+        out += ["## Parameter importances", "",
+                "Optuna's importance evaluator over the complete trials (a one-at-a-time design "
+                "varies one factor at a time, so read these as a rough ranking).", "",
+                "| parameter | importance |", "|---|---:|"]
+        out += [f"| `{k}` | {v:.3f} |" for k, v in imps.items()]
+        out.append("")
+
+    out += ["## Trials", "", f"| # | state | configuration | {objective} | last report | epochs |",
+            "|---:|---|---|---:|---|---:|"]
+    ordered = sorted(trials, key=lambda t: (t.value is None, -(t.value or 0) if maximize else (t.value or 0)))
+    for trial in ordered:
+        config = _differences(_overrides(trial, spec), base) if trial.params else "(not started)"
+        note = trial.user_attrs.get("error", "")
+        state = trial.state.name.lower() + (f": {note[:80]}" if note else "")
+        out.append(f"| {trial.number} | {state} | {config} | {_value(trial)} | {_last_report(trial)} | "
+                   f"{trial.user_attrs.get('epochs', '')} |")
+    out.append("")
+    return "\n".join(out), summary
+
+
+def write_report(study: optuna.Study, folder: str | Path) -> dict[str, Any]:
+    """``report.md``, ``best_params.yaml``, ``importances.json``, ``trials.csv`` and the plot."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (folder / name).unlink(missing_ok=True)
+    text, summary = render_report(study)
+    (folder / "report.md").write_text(text)
+    (folder / "importances.json").write_text(json.dumps(summary["importances"], indent=2) + "\n")
+    best = best_trial(study)
+    if best is not None:
+        spec = study.user_attrs[SPEC_ATTR]
+        params = trial_params(parse_params(spec["base"]), _overrides(best, spec))
+        (folder / "best_params.yaml").write_text(
+            f"# Best trial #{best.number} of study {study.study_name}: {spec['objective']} {best.value:.4f}"
+            " (validation split)\n" + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+        )
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+    frame.to_csv(folder / "trials.csv", index=False)
+    if summary["n_complete"]:
+        _history_plot(study, folder / "optimization_history.png")
+    log.info("ablation report in %s", folder)
+    return summary
+
+
+def _history_plot(study: optuna.Study, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = optuna.visualization.matplotlib.plot_optimization_history(study)
+    figure = axes.figure
+    figure.set_size_inches(7, 4)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)

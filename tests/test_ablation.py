@@ -1,0 +1,327 @@
+"""`fakeface ablate`: the search space, the samplers, pruning, resume, parallel workers, MLflow
+nesting and the seed-style report, on the 120-image synthetic set (32 px, one-epoch trials)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import ROOT, small_params
+from fakeface.ablation import (
+    CONFIG_PARAM,
+    SPEC_ATTR,
+    best_params,
+    build_spec,
+    default_study_name,
+    load_study,
+    prepare_study,
+    run_study,
+    run_worker,
+    split_trials,
+)
+from fakeface.config import ConfigError
+
+FLIP_X_OPTIMIZER = {"augment.flip.enabled": [True, False], "train.optimizer": ["sgd", "adam"]}
+
+
+def ablation_params(tmp: Path, search_space=None, train=None, **ablation):
+    """Small params: one-epoch trials of the small CNN; the study and trial dirs under ``tmp``."""
+    return small_params(
+        train={"head_epochs": 1, "fine_tune_epochs": 0, **(train or {})},
+        ablation={
+            "sampler": "grid",
+            "search_space": search_space or FLIP_X_OPTIMIZER,
+            "storage": f"sqlite:///{tmp / 'optuna.db'}",
+            "workdir": str(tmp / "trials"),
+            "heartbeat_interval": None,
+            **ablation,
+        },
+    )
+
+
+def children(parent_id: str):
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient().get_run(parent_id)
+    return MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+
+
+def combos(study):
+    return [tuple(t.params[k] for k in sorted(FLIP_X_OPTIMIZER)) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+
+
+# --------------------------------------------------------------------------- no training
+
+
+def test_one_at_a_time_varies_each_factor_alone_from_the_base(tmp_path):
+    params = ablation_params(
+        tmp_path, sampler="one-at-a-time",
+        search_space={"augment.flip.enabled": [True, False], "train.optimizer": ["sgd", "adam"],
+                      "train.dropout": [0.3, 0.5]},
+    )
+    spec = build_spec(params)
+    base = {"augment.flip.enabled": True, "train.optimizer": "adam", "train.dropout": 0.2}
+    names = [c["name"] for c in spec["configs"]]
+    assert names == ["base", "augment.flip.enabled=false", "train.optimizer=sgd", "train.dropout=0.3",
+                     "train.dropout=0.5"]
+    assert spec["configs"][0]["overrides"] == base
+    for config in spec["configs"][1:]:
+        changed = {k for k, v in config["overrides"].items() if v != base[k]}
+        assert changed == {config["factor"]}
+    # the base value joins the factor's choices, so every trial suggests from one distribution
+    assert next(f for f in spec["factors"] if f["path"] == "train.dropout")["choices"] == [0.3, 0.5, 0.2]
+
+
+def test_invalid_configurations_are_refused_before_anything_trains(tmp_path):
+    params = ablation_params(
+        tmp_path, search_space={"train.head_activation": ["sigmoid", "softmax"]}, fixed={"train.head_units": 1}
+    )
+    with pytest.raises(ConfigError, match="train.head_activation=softmax") as error:
+        build_spec(params)
+    assert "1 of 2 configuration" in str(error.value)
+
+
+def test_search_space_keys_are_dotted_param_paths(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'train.optimizer'"):
+        ablation_params(tmp_path, search_space={"train.optimiser": ["sgd"]})
+    with pytest.raises(ConfigError, match="cannot be ablated"):
+        ablation_params(tmp_path, search_space={"data.source": ["synthetic"]})
+    nested = ablation_params(tmp_path, search_space={"train": {"optimizer": ["sgd", "adam"],
+                                                               "learning_rate": {"low": 1e-4, "high": 0.1, "log": True}}})
+    assert set(nested.ablation.search_space) == {"train.optimizer", "train.learning_rate"}
+    with pytest.raises(ConfigError, match="tries `values`"):
+        build_spec(nested)  # grid: a range needs explicit values
+    with pytest.raises(ConfigError, match="needs a number of trials"):
+        build_spec(ablation_params(tmp_path, sampler="tpe", search_space=nested.ablation.search_space))
+
+
+def test_study_name_follows_the_search_space_and_trials_split_evenly(tmp_path):
+    a = default_study_name(build_spec(ablation_params(tmp_path)))
+    assert a == default_study_name(build_spec(ablation_params(tmp_path, n_trials=3, workers=2)))
+    assert a != default_study_name(build_spec(ablation_params(tmp_path, search_space={"train.optimizer": ["sgd", "adam"]})))
+    assert split_trials(5, 2) == [3, 2] and split_trials(1, 4) == [1] and split_trials(0, 2) == []
+
+
+def test_project_params_and_the_separate_dvc_stage():
+    from fakeface.cli import build_parser
+    from fakeface.config import load_params
+
+    spec = build_spec(load_params(ROOT / "params.yaml"))
+    assert spec["configs"][0]["name"] == "base" and len(spec["configs"]) == 6  # the seed's five factors
+    stage = yaml.safe_load((ROOT / "ablation" / "dvc.yaml").read_text())["stages"]["ablate"]
+    assert stage["wdir"] == ".." and stage["cmd"].startswith("fakeface ablate")
+    # `dvc repro` with no target runs ./dvc.yaml only: the study must not be in it
+    assert "ablate" not in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    args = build_parser().parse_args(["ablate", "report", "--study", "s"])
+    assert args.handler.__name__ == "_ablate_report" and args.study == "s"
+
+
+# --------------------------------------------------------------------------- studies
+
+
+@pytest.fixture(scope="module")
+def grid_study(synthetic_shards, tmp_path_factory):
+    """flip x optimizer: 2 trials, then resumed to 4; returns what each run saw."""
+    _, shards = synthetic_shards
+    tmp = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.chdir(tmp)
+        params = ablation_params(tmp)
+        started = time.monotonic()
+        first = run_study(params, shards, n_trials=2, out_dir=tmp / "report1")
+        seconds = time.monotonic() - started
+        study = load_study(params.ablation.storage, first["study"])
+        before = {t.number: (t.params, t.datetime_complete) for t in study.trials}
+        second = run_study(params, shards, n_trials=4, out_dir=tmp / "report", metrics_path=tmp / "metrics.json")
+        third = run_study(params, shards, n_trials=4)  # nothing left to run
+        yield {"params": params, "tmp": tmp, "first": first, "second": second, "third": third, "before": before,
+               "seconds_per_trial": seconds / 2, "uri": f"sqlite:///{tmp / 'mlflow.db'}"}
+
+
+def test_grid_runs_every_combination_as_nested_mlflow_runs(grid_study, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", grid_study["uri"])
+    mlflow.set_tracking_uri(grid_study["uri"])
+    params, summary = grid_study["params"], grid_study["second"]
+    study = load_study(params.ablation.storage, summary["study"])
+    assert summary["n_complete"] == 4 and summary["n_pruned"] == summary["n_failed"] == 0
+    assert len(set(combos(study))) == 4
+
+    parent_id = study.user_attrs["fakeface.mlflow"]["parent_run_id"]
+    parent = MlflowClient().get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["fakeface.stage"] == "ablate"
+    runs = children(parent_id)
+    assert len(runs) == 4
+    assert {r.data.tags["optuna.state"] for r in runs} == {"COMPLETE"}
+    assert {r.data.params["train.optimizer"] for r in runs} == {"sgd", "adam"}
+    assert all("valid_auc" in r.data.metrics and "val_auc" in r.data.metrics for r in runs)
+
+    best = study.best_trial
+    assert parent.data.tags["best.train.optimizer"] == str(best.params["train.optimizer"])
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert {k for k in parent.data.metrics if k.startswith("importance.")} <= {
+        "importance.augment.flip.enabled", "importance.train.optimizer"}
+    assert json.loads((grid_study["tmp"] / "report" / "importances.json").read_text()) == summary["importances"]
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent_id, "ablation")}
+    assert {"ablation/optimization_history.png", "ablation/best_params.yaml", "ablation/report.md"} <= artifacts
+    assert (grid_study["tmp"] / "report" / "optimization_history.png").stat().st_size > 1000
+
+    chosen = best_params(params.ablation.storage, summary["study"])
+    assert chosen.train.optimizer == best.params["train.optimizer"]
+    assert chosen.augment.flip.enabled == best.params["augment.flip.enabled"]
+    assert json.loads((grid_study["tmp"] / "metrics.json").read_text())["best"]["number"] == best.number
+    assert not list((grid_study["tmp"] / "trials").rglob("*.keras")), "trial models are cleaned up"
+
+
+def test_a_resumed_study_runs_only_the_missing_trials(grid_study, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", grid_study["uri"])
+    mlflow.set_tracking_uri(grid_study["uri"])
+    assert grid_study["first"]["n_complete"] == 2
+    study = load_study(grid_study["params"].ablation.storage, grid_study["second"]["study"])
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    for number, (params, finished) in grid_study["before"].items():
+        assert study.trials[number].params == params and study.trials[number].datetime_complete == finished
+    # one parent run for the study, reopened by the second run
+    parents = mlflow.search_runs(filter_string="tags.`fakeface.stage` = 'ablate'", search_all_experiments=True)
+    assert len(parents) == 1
+    assert grid_study["third"]["n_trials"] == 4, "asking again for 4 trials runs nothing"
+
+
+def test_the_pruner_stops_a_losing_trial_and_mlflow_shows_it(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    _, shards = synthetic_shards
+    params = ablation_params(
+        tmp_path, search_space={"train.optimizer": ["adam", "sgd"]},
+        train={"head_epochs": 1, "fine_tune_epochs": 2, "early_stopping_patience": 5},
+        pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    )
+    storage = params.ablation.storage
+    name = prepare_study(params, shards, storage)
+    # A finished trial no real one can match (AUC <= 1): the median pruner stops the next at epoch 1.
+    load_study(storage, name).add_trial(
+        optuna.trial.create_trial(value=2.0, intermediate_values={1: 2.0, 2: 2.0, 3: 2.0})
+    )
+    assert run_worker(params, shards, storage, name, n_trials=1) == 1
+
+    trial = load_study(storage, name).trials[-1]
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1] and trial.user_attrs["pruned_at_epoch"] == 1
+    parent_id = load_study(storage, name).user_attrs["fakeface.mlflow"]["parent_run_id"]
+    (run,) = children(parent_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["optuna.pruned_at_epoch"] == "1"
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "val_auc")) == 1  # training stopped
+
+
+def test_two_workers_share_one_study_without_repeating_a_trial(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, shards = synthetic_shards
+    params = ablation_params(tmp_path, heartbeat_interval=30)
+    summary = run_study(params, shards, workers=2, out_dir=tmp_path / "report")
+    study = load_study(params.ablation.storage, summary["study"])
+    assert summary["n_complete"] == 4 and len(study.trials) == 4
+    assert len(set(combos(study))) == 4, "each configuration ran once"
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}, "both workers ran trials"
+
+
+def test_the_report_has_the_seed_tables_per_factor(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
+    from fakeface.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _, shards = synthetic_shards
+    params = ablation_params(tmp_path, sampler="one-at-a-time")
+    summary = run_study(params, shards)
+    assert summary["n_complete"] == 3  # base, flip off, sgd
+    study = load_study(params.ablation.storage, summary["study"])
+    assert sorted(t.params[CONFIG_PARAM] for t in study.trials) == [
+        "augment.flip.enabled=false", "base", "train.optimizer=sgd"]
+    assert all(t.user_attrs["valid_metrics"]["split"] == "valid" for t in study.trials)
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    assert main(["ablate", "report", "--shards", str(shards), "--out", "out"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "**validation split**" in report and "test split is never used" in report
+    for factor in FLIP_X_OPTIMIZER:
+        section = report.split(f"### `{factor}`", 1)[1].split("\n### ", 1)[0]
+        assert section.count("| class | precision | recall | f1-score | support |") == 2  # base and the other value
+        assert section.count("| **accuracy** |") == 2 and "| real |" in section and "| fake |" in section
+        assert "(base)" in section
+    assert "## Best trial" in report and (tmp_path / "out" / "best_params.yaml").is_file()
+    assert study.user_attrs[SPEC_ATTR]["sampler"] == "one-at-a-time"
+
+
+def test_a_failing_configuration_is_recorded_and_queued_again(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, shards = synthetic_shards
+    params = ablation_params(tmp_path, search_space={"train.weights": ["none", "missing.weights.h5"]}, max_retry=1)
+    summary = run_study(params, shards)  # the missing weights file fails that trial; the study goes on
+    assert summary["n_complete"] == 1 and summary["n_failed"] == 1
+    study = load_study(params.ablation.storage, summary["study"])
+    (failed,) = study.get_trials(states=(TrialState.FAIL,))
+    assert failed.params["train.weights"] == "missing.weights.h5" and failed.user_attrs["error"]
+    (run,) = [r for r in children(study.user_attrs["fakeface.mlflow"]["parent_run_id"])
+              if r.data.tags["optuna.state"] == "FAIL"]
+    assert run.info.status == "FAILED" and run.data.tags["optuna.error"]
+
+    for _ in range(2):  # queued again once, not twice
+        prepare_study(params, shards, study_name=summary["study"])
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.params == failed.params and waiting.system_attrs["failed_trial"] == failed.number
+    assert run_study(params, shards)["n_failed"] == 2  # retried (and failed again)
+    prepare_study(params, shards)  # max_retry=1: given up, nothing queued, nothing left to run
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert run_study(params, shards)["n_trials"] == 3
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_and_run_again(synthetic_shards, mlflow_store, tmp_path):
+    """SIGKILL a worker mid-trial; after the heartbeat's grace period the next run retries it."""
+    _, shards = synthetic_shards
+    params = ablation_params(tmp_path, search_space={"train.optimizer": ["adam", "sgd"]}, heartbeat_interval=1,
+                             train={"head_epochs": 1, "fine_tune_epochs": 15, "early_stopping_patience": 50})
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    storage = params.ablation.storage
+    name = prepare_study(params, shards, storage)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fakeface", "--params", str(params_file), "ablate", "--shards", str(shards),
+         "--study", name, "--n-trials", "1", "--out", "out"],
+        cwd=tmp_path, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+        trials = load_study(storage, name).trials
+        if trials and trials[0].intermediate_values:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert load_study(storage, name).trials[0].state == TrialState.RUNNING
+    time.sleep(3)  # past the grace period (2 x 1 s)
+
+    summary = run_study(params, shards, study_name=name)
+    study = load_study(storage, name)
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert summary["n_complete"] == 2
