@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
-	@$(BIN)/dvc metrics show
 	@echo
-	@echo "Metrics: metrics/evaluate.json   Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
+	@cat reports/evaluate/classification_report.md
+	@echo
+	@echo "Metrics: metrics/*.json ('dvc metrics show')   Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
 	@echo "Tracking: mlflow.db -- browse with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: setup

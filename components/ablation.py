@@ -3,10 +3,11 @@
 =================  ==========================================  =====================================
 component          inputs                                      outputs
 =================  ==========================================  =====================================
-ablation_prepare   params, storage, workers, shards            ``study_name``, ``shares`` (JSON list:
-                                                               trials per worker)
-ablation_worker    params, storage, study_name, shares,        ``Output`` (int: trials it ran)
-                   worker_index, shards
+ablation_prepare   params, storage, workers, shards            ``Output`` (str: the study name),
+                                                               ``plan`` (Artifact: plan.json, the
+                                                               study name and trials per worker)
+ablation_worker    params, storage, plan, worker_index,        ``Output`` (int: trials it ran)
+                   shards
 ablation_finalize  params, storage, study_name                 ``study`` (Artifact: report.md,
                                                                best_params.yaml, trials.csv, ...,
                                                                summary.json), ``report`` (Markdown),
@@ -25,12 +26,12 @@ retrain_best       params, storage, study_name, shards         ``model`` (Model)
 
 The shares are decided once, by ``ablation_prepare``: workers started at different times would
 otherwise each see a different number of trials left, and with a grid two workers could run the
-same configuration.
+same configuration. They reach the workers in the ``plan`` artifact, not as parameters: kfp.local
+(2.17) replaces every task-output *parameter* of a task inside a ``ParallelFor`` with the loop
+item (``create_parameter_loop_iteration_task_spec``), while artifacts pass through.
 
 No ``from __future__ import annotations`` here: KFP reads the annotations as types.
 """
-
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -42,12 +43,9 @@ __all__ = ["ablation_finalize", "ablation_prepare", "ablation_worker", "retrain_
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def ablation_prepare(
-    params: str, storage: str, workers: int, shards: Input[Dataset]
-) -> NamedTuple("PrepareOutputs", [("study_name", str), ("shares", str)]):
+def ablation_prepare(params: str, storage: str, workers: int, shards: Input[Dataset], plan: Output[Artifact]) -> str:
     """Create (or reopen) the Optuna study and its MLflow parent run; split the trials left."""
     import json
-    from collections import namedtuple
     from pathlib import Path
 
     from components import _runtime as rt
@@ -62,13 +60,14 @@ def ablation_prepare(
     target = ablation.study_target(study.user_attrs[ablation.SPEC_ATTR], cfg.ablation.n_trials)
     shares = ablation.split_trials(max(0, target - ablation.n_finished(study)), workers)
     shares += [0] * (workers - len(shares))
-    outputs = namedtuple("PrepareOutputs", ["study_name", "shares"])
-    return outputs(name, json.dumps(shares))
+    Path(plan.path).write_text(json.dumps({"study_name": name, "shares": shares}) + "\n")
+    plan.metadata.update({"study_name": name, "shares": shares})
+    return name
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ablation_worker(
-    params: str, storage: str, study_name: str, shares: str, worker_index: int, shards: Input[Dataset]
+    params: str, storage: str, plan: Input[Artifact], worker_index: int, shards: Input[Dataset]
 ) -> int:
     """Run this worker's share of the study's trials (each a nested MLflow run)."""
     import json
@@ -82,7 +81,8 @@ def ablation_worker(
     rt.begin()
     cfg = rt.parse_params(params)
     url = ablation.resolve_storage(cfg, storage_url(storage))
-    n_trials = json.loads(shares)[worker_index]
+    planned = json.loads(Path(plan.path).read_text())
+    study_name, n_trials = planned["study_name"], planned["shares"][worker_index]
     if n_trials <= 0:
         return 0
     shards_dir = Path(shards.path).absolute()
@@ -167,8 +167,10 @@ def retrain_best(
 
     out = Path(evaluation.path)
     out.mkdir(parents=True, exist_ok=True)
+    # The retrained model has seen the valid split: a threshold chosen on it would be optimistic,
+    # so the retrain is evaluated at the fixed evaluate.threshold.
     test = run_evaluate(
-        best.evaluate,
+        best.evaluate.model_copy(update={"threshold_method": "fixed"}),
         model_dir / "model.keras",
         shards_dir,
         out / "evaluate.json",

@@ -84,11 +84,12 @@ def build_ablation_pipeline(
         prepare_task = ablation_components.ablation_prepare(
             params=params, storage=storage, workers=n_workers, shards=shards
         )
-        study_name = prepare_task.outputs["study_name"]
+        study_name = prepare_task.outputs["Output"]
         with dsl.ParallelFor(items=list(range(n_workers)), name="ablation-workers") as index:
+            # The study name and shares travel in the plan artifact (see components.ablation).
             worker_task = ablation_components.ablation_worker(
-                params=params, storage=storage, study_name=study_name,
-                shares=prepare_task.outputs["shares"], worker_index=index, shards=shards,
+                params=params, storage=storage, plan=prepare_task.outputs["plan"], worker_index=index,
+                shards=shards,
             )
             _configure_ablation("ablation-worker", worker_task, settings)
         finalize_task = ablation_components.ablation_finalize(

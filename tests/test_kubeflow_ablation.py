@@ -139,7 +139,7 @@ def test_local_run_studies_in_parallel_then_retrains_the_best(tmp_path, monkeypa
     outputs = run_ablation_local(params, workdir=tmp_path / "kfp", mlflow_tracking_uri=uri)
     print(f"\nkfp.local run of the ablation pipeline: {time.perf_counter() - started:.1f} s")
 
-    # the study: 2 complete trials, distinct configurations, run by both workers' share
+    # the study: 2 complete trials, distinct configurations
     storage = f"sqlite:///{(tmp_path / 'kfp' / 'optuna.db').resolve()}"
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -155,7 +155,11 @@ def test_local_run_studies_in_parallel_then_retrains_the_best(tmp_path, monkeypa
     evaluation = Path(outputs["evaluation"].path)
     test = json.loads((evaluation / "evaluate.json").read_text())
     assert 0.0 <= test["auc"] <= 1.0 and test["n"] == 12
-    model_dir = evaluation.parent.parent / "model"
+    model_dir = evaluation.parent / "model"
+    run_root = evaluation.parent.parent
+    ran = [json.loads(path.read_text())["parameterValues"]["Output"]
+           for path in sorted(run_root.glob("for-loop-*-iteration-*/ablation-worker/executor_output.json"))]
+    assert ran == [1, 1]  # each worker ran its share: one trial
     assert (model_dir / "model.keras").is_file()
     trained = json.loads((model_dir / "train.json").read_text())
     assert trained["epochs"] == 1 and trained["best_val_auc"] is None  # no validation split
