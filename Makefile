@@ -1,12 +1,13 @@
 # The two front-door commands (see README.md):
 #   make run    set up, then run the whole pipeline (dvc repro) on the embedded synthetic data
 #   make test   set up, then run the test suite
+#   make bench  benchmarks -> bench/results/latest.md (see README, Benchmarks)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui clean
+.PHONY: setup run test test-fast ui clean bench
 
 setup: $(VENV)/.installed
 
@@ -29,6 +30,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup  ## benchmarks (GitHub issue 8): bench/results/latest.{json,md}, ~5-15 min on 2 cores
+	$(BIN)/python -m bench
 
 ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///mlflow.db

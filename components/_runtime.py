@@ -66,13 +66,19 @@ def working_dir(path: str | os.PathLike[str], create: bool = False) -> Iterator[
 
 def with_absolute_source(params):
     """A relative ``data.source`` folder or zip, resolved before ingest moves into its artifact."""
-    source = params.data.source
-    if source.lower() == "synthetic" or source.lower().startswith("kaggle:"):
+    def absolute(source: str) -> str:
+        if source.lower() == "synthetic" or source.lower().startswith("kaggle:"):
+            return source
+        path = Path(source).expanduser()
+        if path.is_absolute() or not path.exists():
+            return source
+        return str(path.resolve())
+
+    source = params.data.source  # one source, or a list of them
+    resolved = absolute(source) if isinstance(source, str) else [absolute(s) for s in source]
+    if resolved == source:
         return params
-    path = Path(source).expanduser()
-    if path.is_absolute() or not path.exists():
-        return params
-    data = params.data.model_copy(update={"source": str(path.resolve())})
+    data = params.data.model_copy(update={"source": resolved})
     return params.model_copy(update={"data": data})
 
 

@@ -12,7 +12,13 @@ from fakeface.config import AUGMENTATION_ORDER, AugmentConfig
 
 tf = pytest.importorskip("tensorflow")
 
-from fakeface.augmentations import augment_image, build_augmenter, only, rotate  # noqa: E402
+from fakeface.augmentations import (  # noqa: E402
+    augment_image,
+    build_augmenter,
+    gaussian_blur,
+    only,
+    rotate,
+)
 
 NONE = {name: {"enabled": False} for name in AUGMENTATION_ORDER}
 SEEDS = [tf.constant([7, k], dtype=tf.int64) for k in range(60)]
@@ -167,10 +173,19 @@ def test_rotate_turns_an_asymmetric_pattern_within_max_degrees():
 # --------------------------------------------------------------------------- general properties
 
 
+def _combinations(k: int, most: int = 12) -> list[tuple[str, ...]]:
+    """Every k-subset of the order when there are few, else ``most`` of them (fixed draw)."""
+    every = list(itertools.combinations(AUGMENTATION_ORDER, k))
+    if len(every) <= most:
+        return every
+    picks = np.random.default_rng(k).choice(len(every), size=most, replace=False)
+    return [every[i] for i in sorted(picks)]
+
+
 @pytest.mark.parametrize("k", range(0, len(AUGMENTATION_ORDER) + 1))
 def test_every_combination_keeps_shape_dtype_range(k):
     image = noise(40, 56, seed=k)  # not square
-    for names in itertools.combinations(AUGMENTATION_ORDER, k):
+    for names in _combinations(k):
         cfg = config(**{name: None for name in names})
         out = run(image, SEEDS[k], cfg)
         assert out.min() >= 0.0 and out.max() <= 255.0
@@ -237,3 +252,169 @@ def test_static_shape_is_kept_in_graph_mode():
     pairs = tf.data.Dataset.random(seed=1).batch(2)
     dataset = tf.data.Dataset.zip((images, pairs)).map(build_augmenter(cfg)).batch(2)
     assert dataset.element_spec.shape.as_list() == [None, 40, 56, 3]
+
+
+# --------------------------------------------------------------------------- the issue-7 additions
+
+
+def test_new_augmentations_are_appended_so_older_seeds_do_not_shift():
+    assert AUGMENTATION_ORDER[:6] == ("flip", "crop", "zoom", "rotate", "brightness", "contrast")
+    seed = tf.constant([42, 3], tf.int64)
+    six = tf.random.experimental.stateless_split(seed, num=6).numpy()
+    now = tf.random.experimental.stateless_split(seed, num=len(AUGMENTATION_ORDER)).numpy()
+    np.testing.assert_array_equal(six, now[:6])
+
+
+def test_stretch_scales_each_axis_by_its_own_factor():
+    image = ramps()
+    slope = 255 / 63
+    cfg = config(stretch={"max_fraction": 0.3})
+    ratios, xs, ys = [], [], []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        sx, sy = _slopes(out)
+        xs.append(sx / slope)  # the crop fraction along x: the endpoints span f of the ramp
+        ys.append(sy / slope)
+        ratios.append(sx / sy)
+        np.testing.assert_allclose(out[..., 2], 100.0, atol=1e-3)
+        # Centred (to the half pixel an odd margin leaves, in the original ramp).
+        assert (out[32, 0, 0] + out[32, -1, 0]) / 2 == pytest.approx(127.5, abs=slope / 2 + 1e-2)
+        assert (out[0, 32, 1] + out[-1, 32, 1]) / 2 == pytest.approx(127.5, abs=slope / 2 + 1e-2)
+    for f in xs + ys:
+        assert 0.7 - 0.04 <= f <= 1 + 1e-3
+    assert min(xs) < 0.8 and min(ys) < 0.8
+    assert max(ratios) > 1.1 and min(ratios) < 1 / 1.1  # anisotropic, either way round
+
+
+def test_channel_shift_adds_one_bounded_offset_per_channel():
+    image = noise(low=100, high=156)  # no clipping at +-0.1 * 255
+    cfg = config(channel_shift={"max_delta": 0.1})
+    offsets = []
+    for seed in SEEDS:
+        shift = run(image, seed, cfg) - image
+        per_channel = shift.reshape(-1, 3)
+        np.testing.assert_allclose(per_channel, per_channel[:1].repeat(len(per_channel), 0), atol=1e-3)
+        offsets.append(per_channel[0])
+    offsets = np.array(offsets)
+    assert np.abs(offsets).max() <= 0.1 * 255 + 1e-3
+    assert offsets.min() < -10 and offsets.max() > 10
+    assert np.abs(offsets[:, 0] - offsets[:, 1]).max() > 5  # channels move independently
+
+
+def _step(size=48) -> np.ndarray:
+    image = np.full((size, size, 3), 80.0, np.float32)
+    image[:, size // 2 :] = 170.0
+    return image
+
+
+def test_sharpness_is_an_unsharp_mask_with_a_bounded_amount():
+    image = _step()
+    detail = image - gaussian_blur(tf.constant(image), tf.constant(1.0), 3).numpy()
+    cfg = config(sharpness={"max_amount": 1.5, "sigma": 1.0})
+    amounts = []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)
+        amount = float((out - image).ravel() @ detail.ravel() / (detail.ravel() @ detail.ravel()))
+        np.testing.assert_allclose(out, image + amount * detail, atol=1e-2)
+        # Flat regions far from the edge are untouched; the edge overshoots (sharper).
+        np.testing.assert_allclose(out[:, :10], image[:, :10], atol=1e-3)
+        amounts.append(amount)
+    assert -1e-4 <= min(amounts) and max(amounts) <= 1.5 + 1e-4
+    assert max(amounts) > 1.0 and min(amounts) < 0.5
+    sharpest = run(image, SEEDS[int(np.argmax(amounts))], cfg)
+    assert sharpest.max() > 170 + 5 and sharpest.min() < 80 - 5
+
+
+def test_blur_spreads_a_dot_by_at_most_max_sigma():
+    size = 41
+    image = np.zeros((size, size, 3), np.float32)
+    image[20, 20] = 255.0
+    cfg = config(blur={"max_sigma": 2.0})
+    sigmas = []
+    for seed in SEEDS:
+        out = run(image, seed, cfg)[..., 0].astype(np.float64)
+        assert out.sum() == pytest.approx(255.0, rel=1e-4)  # the kernel is normalised
+        ys, xs = np.indices(out.shape)
+        var_x = (out * (xs - 20) ** 2).sum() / out.sum()
+        var_y = (out * (ys - 20) ** 2).sum() / out.sum()
+        assert var_x == pytest.approx(var_y, rel=1e-3, abs=1e-4)  # isotropic
+        sigmas.append(math.sqrt(var_x))
+    assert max(sigmas) <= 2.0 + 0.05
+    assert max(sigmas) > 1.5 and min(sigmas) < 0.7
+    flat = np.full((24, 24, 3), 90.0, np.float32)
+    np.testing.assert_allclose(run(flat, SEEDS[0], cfg), flat, atol=1e-3)  # mirrored edges: no dark rim
+
+
+def test_downscale_removes_fine_detail_but_keeps_smooth_content():
+    fine = noise(64, 64, low=60, high=200)
+    cfg = config(downscale={"min_factor": 0.25})
+    smooth = ramps()
+    losses = []
+    for seed in SEEDS[:20]:
+        out = run(fine, seed, cfg)
+        losses.append(float(np.abs(out - fine).mean()))
+        assert out.min() >= 60 - 1e-3 and out.max() <= 200 + 1e-3  # bilinear: no overshoot
+        # A linear ramp survives down- and up-scaling away from the borders.
+        kept = run(smooth, seed, cfg)
+        np.testing.assert_allclose(kept[16:48, 16:48, 0], smooth[16:48, 16:48, 0], atol=255 / 63)
+    assert max(losses) > 15 and min(losses) < max(losses)  # detail lost, by a drawn amount
+
+
+def test_jpeg_recompresses_at_a_drawn_quality_in_range():
+    image = noise(32, 32, seed=3)
+    cfg = config(jpeg={"min_quality": 40, "max_quality": 60})
+    pixels = tf.constant(np.round(image).astype(np.uint8))
+    by_quality = {
+        q: tf.cast(tf.image.adjust_jpeg_quality(pixels, q), tf.float32).numpy() for q in range(1, 101)
+    }
+    used = set()
+    for seed in SEEDS[:20]:
+        out = run(image, seed, cfg)
+        matches = [q for q, ref in by_quality.items() if np.array_equal(out, ref)]
+        assert matches and any(40 <= q <= 60 for q in matches)
+        assert not np.allclose(out, image, atol=2)  # it does degrade the noise
+        used.update(q for q in matches if 40 <= q <= 60)
+    assert len(used) > 3  # drawn, not fixed
+    fixed = run(image, SEEDS[0], config(jpeg={"min_quality": 90, "max_quality": 90}))
+    np.testing.assert_array_equal(fixed, by_quality[90])
+
+
+@pytest.mark.parametrize("name", AUGMENTATION_ORDER)
+def test_each_augmentation_changes_images_deterministically_and_keeps_labels(name):
+    """Through tf.data, as training runs it: images change, labels pass through untouched."""
+    images = np.stack([noise(32, 40, seed=s) for s in range(6)])
+    labels = np.array([0, 1, 1, 0, 1, 0], np.int64)
+    seeds = np.array([[11, k] for k in range(6)], np.int64)
+    augmenter = build_augmenter(config(**{name: None}))
+
+    def pipeline():
+        return tf.data.Dataset.from_tensor_slices((images, labels, seeds)).map(
+            lambda image, label, seed: (augmenter(image, seed), label), num_parallel_calls=3
+        )
+
+    first = list(pipeline())
+    second = list(pipeline())
+    changed = 0
+    for k, ((out, label), (again, label_again)) in enumerate(zip(first, second, strict=True)):
+        assert int(label) == labels[k] == int(label_again)
+        np.testing.assert_array_equal(out.numpy(), again.numpy())  # same seed, same draw
+        changed += not np.allclose(out.numpy(), images[k], atol=1e-3)
+    assert changed >= 2  # flip leaves about half as they are; every other one changes all
+
+
+def test_preview_grid_has_a_column_per_enabled_augmentation(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from fakeface.augment import write_preview
+
+    rows = []
+    for k, label in enumerate(["real", "fake", "real", "fake"]):
+        path = tmp_path / f"{label}_{k}.png"
+        Image.fromarray(noise(32, 32, seed=k).astype(np.uint8)).save(path)
+        rows.append({"path": str(path), "label": label, "split": "train", "width": 32, "height": 32})
+    cfg = config(**{name: None for name in AUGMENTATION_ORDER}).model_copy(update={"preview_images": 2})
+    shown = write_preview(cfg, 0, pd.DataFrame(rows), tmp_path / "preview.png")
+    assert shown["columns"] == ["original", *AUGMENTATION_ORDER, "all enabled"]
+    assert (tmp_path / "preview.png").stat().st_size > 0

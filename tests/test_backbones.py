@@ -10,14 +10,27 @@ from fakeface.config import parse_params  # noqa: E402
 from fakeface.model import build_classifier, freeze_base, probabilities_of_fake, unfreeze_top  # noqa: E402
 from fakeface.train import compile_model  # noqa: E402
 
-SMALL_SIZES = {"xception": 71, "inceptionv3": 75, "mobilenetv2": 32, "vgg19": 32, "smallcnn": 32}
+SMALL_SIZES = {
+    "xception": 71,
+    "inceptionv3": 75,
+    "mobilenetv2": 32,
+    "vgg19": 32,
+    "mobilenetv3small": 32,
+    "mobilenetv3large": 32,
+    "efficientnetv2b0": 32,
+    "smallcnn": 32,
+}
 
 
 def _train_cfg(**overrides):
     return parse_params({"train": {"weights": "none", **overrides}}).train
 
 
-@pytest.mark.parametrize("name", ["xception", "mobilenetv2", "inceptionv3", "vgg19", "smallcnn"])
+def test_every_registered_backbone_is_tested():
+    assert set(SMALL_SIZES) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", list(SMALL_SIZES))
 def test_backbone_builds_and_takes_a_training_step(name):
     keras.utils.set_random_seed(0)
     cfg = _train_cfg(backbone=name, image_size=SMALL_SIZES[name], fine_tune_layers=0)
@@ -54,6 +67,7 @@ def test_too_small_input_is_refused():
     [
         ("tf", lambda rgb: rgb / 127.5 - 1.0),
         ("unit", lambda rgb: rgb / 255.0),
+        ("raw", lambda rgb: rgb),
         # keras.applications.vgg19.preprocess_input: RGB->BGR, minus the ImageNet mean
         ("caffe", lambda rgb: rgb[..., ::-1] - np.array([103.939, 116.779, 123.68])),
     ],
@@ -72,6 +86,42 @@ def test_vgg_preprocessing_equals_keras_own():
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, apply_preprocessing(inputs, "caffe"))
     np.testing.assert_allclose(model.predict_on_batch(rgb), vgg19.preprocess_input(rgb.copy()), atol=1e-3)
+
+
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+
+
+@pytest.mark.parametrize(
+    "name, module, expected",
+    [
+        # MobileNetV3: one Rescaling to [-1, 1] inside the model.
+        ("mobilenetv3small", "mobilenet_v3", lambda rgb: rgb / 127.5 - 1.0),
+        ("mobilenetv3large", "mobilenet_v3", lambda rgb: rgb / 127.5 - 1.0),
+        # EfficientNetV2-B*: Rescaling to [0, 1], then the ImageNet mean / std Normalization.
+        ("efficientnetv2b0", "efficientnet_v2", lambda rgb: (rgb / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD),
+    ],
+)
+def test_self_scaling_backbones_see_raw_pixels_scaled_exactly_once(name, module, expected):
+    """Our preprocessing is keras' own preprocess_input (the identity) and the base scales once."""
+    import importlib
+
+    spec = get_backbone(name)
+    assert spec.scaling == "raw"
+    rgb = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    inputs = keras.Input((32, 32, 3))
+    ours = keras.Model(inputs, apply_preprocessing(inputs, spec.scaling)).predict_on_batch(rgb)
+    keras_own = importlib.import_module(f"keras.applications.{module}").preprocess_input(rgb.copy())
+    np.testing.assert_allclose(ours, keras_own, atol=1e-5)
+
+    base = spec.build(32, "none")
+    scaling_layers = [
+        layer for layer in base.layers if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization))
+    ]
+    rescalings = [layer for layer in scaling_layers if isinstance(layer, keras.layers.Rescaling)]
+    assert len(rescalings) == 1, "the base must scale 0..255 exactly once"
+    inside = keras.Model(base.input, scaling_layers[-1].output).predict_on_batch(ours)
+    np.testing.assert_allclose(inside, expected(rgb), rtol=1e-4, atol=1e-4)
 
 
 def test_fine_tune_unfreezes_only_the_top_layers_and_never_batchnorm():

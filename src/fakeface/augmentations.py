@@ -13,6 +13,10 @@ Each augmentation gets its own seed derived from the image's seed by its positio
 switching one augmentation on or off does not change the draws of the others: an ablation changes
 one thing only.
 
+The augmentations: geometric (flip, crop, zoom, rotate, stretch), colour (brightness, contrast,
+per-channel shift), kernel (unsharp-mask sharpness, Gaussian blur) and the degradations images
+meet online (down- then up-scaling, JPEG re-compression).
+
 Augmentations act on the image only; labels are never touched (a flipped, cropped or brighter fake
 is still fake). All keep the shape, return float32 and clip to 0..255.
 """
@@ -125,6 +129,97 @@ def random_contrast(image: tf.Tensor, seed: tf.Tensor, lower: float, upper: floa
     return tf.image.adjust_contrast(image, lower)  # lower == upper: a fixed factor, nothing to draw
 
 
+def random_stretch(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf.Tensor:
+    """Anisotropic scale: a centred crop of ``fy`` of the height and ``fx`` of the width, each
+    ``~ U[1 - max_fraction, 1]`` independently, resized back (height stretched by ``1 / fy``,
+    width by ``1 / fx``)."""
+    shape = tf.shape(image)
+    f = tf.random.stateless_uniform([2], seed, minval=1.0 - max_fraction, maxval=1.0)
+    h, w = _side(f[0], shape[0]), _side(f[1], shape[1])
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    crop = image[top : top + h, left : left + w]
+    return _resize_back(crop, shape[:2])
+
+
+def random_channel_shift(image: tf.Tensor, seed: tf.Tensor, max_delta: float) -> tf.Tensor:
+    """Add an independent offset ``~ U[-max_delta, max_delta] * 255`` to each channel."""
+    limit = max_delta * 255.0
+    offsets = tf.random.stateless_uniform([3], seed, minval=-limit, maxval=limit)
+    return image + offsets
+
+
+def _gaussian_kernel(sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """A normalised 1-D Gaussian of ``2 * radius + 1`` taps (a delta as ``sigma`` goes to 0)."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
+    kernel = tf.exp(-0.5 * tf.square(x / sigma))
+    return kernel / tf.reduce_sum(kernel)
+
+
+def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """Separable Gaussian blur of ``[H, W, C]``; edges mirrored (no dark border).
+
+    ``radius`` is static (a Python int, from the largest sigma allowed) so the traced graph has
+    fixed-size kernels; ``sigma`` may be a drawn tensor.
+    """
+    if radius < 1:
+        return image
+    kernel = _gaussian_kernel(sigma, radius)
+    channels = tf.shape(image)[-1]
+    x = image[tf.newaxis]
+    # SYMMETRIC needs the pad to be at most the side; clamp for tiny images.
+    pad_h = tf.minimum(radius, tf.shape(image)[0])
+    pad_w = tf.minimum(radius, tf.shape(image)[1])
+    x = tf.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]], mode="SYMMETRIC")
+    k_h = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    k_w = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    x = tf.nn.depthwise_conv2d(x, k_h, strides=[1, 1, 1, 1], padding="VALID")
+    x = tf.nn.depthwise_conv2d(x, k_w, strides=[1, 1, 1, 1], padding="VALID")
+    # When the pad had to be clamped, VALID output is smaller: crop/resize keeps [H, W].
+    out = x[0]
+    return tf.image.resize_with_crop_or_pad(out, tf.shape(image)[0], tf.shape(image)[1])
+
+
+def _radius(max_sigma: float) -> int:
+    return int(math.ceil(3.0 * max_sigma))
+
+
+def random_blur(image: tf.Tensor, seed: tf.Tensor, max_sigma: float) -> tf.Tensor:
+    """Gaussian blur with ``sigma ~ U[0, max_sigma]`` pixels."""
+    sigma = tf.random.stateless_uniform([], seed, minval=0.0, maxval=max_sigma)
+    return gaussian_blur(image, sigma, _radius(max_sigma))
+
+
+def random_sharpness(image: tf.Tensor, seed: tf.Tensor, max_amount: float, sigma: float) -> tf.Tensor:
+    """Unsharp mask: ``image + a * (image - blur(image))`` with ``a ~ U[0, max_amount]``."""
+    amount = tf.random.stateless_uniform([], seed, minval=0.0, maxval=max_amount)
+    blurred = gaussian_blur(image, tf.constant(sigma, tf.float32), _radius(sigma))
+    return image + amount * (image - blurred)
+
+
+def random_downscale(image: tf.Tensor, seed: tf.Tensor, min_factor: float) -> tf.Tensor:
+    """Resize to ``f`` of each side, ``f ~ U[min_factor, 1]`` (bilinear, antialiased), and back."""
+    shape = tf.shape(image)
+    f = tf.random.stateless_uniform([], seed, minval=min_factor, maxval=1.0)
+    small = tf.image.resize(
+        image, tf.stack([_side(f, shape[0]), _side(f, shape[1])]), method="bilinear", antialias=True
+    )
+    return _resize_back(small, shape[:2])
+
+
+def random_jpeg(image: tf.Tensor, seed: tf.Tensor, min_quality: int, max_quality: int) -> tf.Tensor:
+    """Encode as JPEG at a quality drawn from the integers ``min_quality..max_quality``, decode.
+
+    ``tf.image.adjust_jpeg_quality`` takes no seed; the quality is drawn statelessly here and
+    passed in, so the output is still a function of the seed (JPEG coding itself is deterministic).
+    """
+    quality = tf.random.stateless_uniform(
+        [], seed, minval=min_quality, maxval=max_quality + 1, dtype=tf.int32
+    )
+    pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    return tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), tf.float32)
+
+
 def _clip(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
@@ -157,6 +252,18 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
             image = random_brightness(image, s, cfg.brightness.max_delta)
         elif name == "contrast":
             image = random_contrast(image, s, cfg.contrast.lower, cfg.contrast.upper)
+        elif name == "stretch":
+            image = random_stretch(image, s, cfg.stretch.max_fraction)
+        elif name == "channel_shift":
+            image = random_channel_shift(image, s, cfg.channel_shift.max_delta)
+        elif name == "sharpness":
+            image = random_sharpness(image, s, cfg.sharpness.max_amount, cfg.sharpness.sigma)
+        elif name == "blur":
+            image = random_blur(image, s, cfg.blur.max_sigma)
+        elif name == "downscale":
+            image = random_downscale(image, s, cfg.downscale.min_factor)
+        elif name == "jpeg":
+            image = random_jpeg(image, s, cfg.jpeg.min_quality, cfg.jpeg.max_quality)
         else:  # pragma: no cover - AUGMENTATION_ORDER and this function must agree
             raise ValueError(f"no implementation for augmentation {name!r}")
         image = _clip(image)

@@ -16,9 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Scaling = Literal["tf", "caffe", "unit"]
+Scaling = Literal["tf", "caffe", "unit", "raw"]
 """How a backbone expects pixels: ``tf`` = [-1, 1]; ``caffe`` = BGR minus the ImageNet mean;
-``unit`` = [0, 1] (our own small network)."""
+``unit`` = [0, 1] (our own small network); ``raw`` = 0..255 as they are, for Keras applications
+that scale inside themselves (MobileNetV3 and EfficientNetV2 are built with
+``include_preprocessing=True``: their first layers are a ``Rescaling`` (MobileNetV3: to [-1, 1];
+EfficientNetV2-B*: to [0, 1] then ImageNet mean/std ``Normalization``), and their
+``preprocess_input`` is the identity). Scaling again in front of them would scale twice."""
 
 # ImageNet channel means for caffe-style networks (VGG), in RGB order.
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -50,7 +54,7 @@ class BackboneSpec:
         return self.builder(image_size=image_size, weights=keras_weights)
 
 
-def _application(constructor_name: str) -> Callable[..., Any]:
+def _application(constructor_name: str, **extra: Any) -> Callable[..., Any]:
     def build(image_size: int, weights: str | None) -> Any:
         import keras
 
@@ -59,6 +63,7 @@ def _application(constructor_name: str) -> Callable[..., Any]:
             include_top=False,
             weights=weights,
             input_shape=(image_size, image_size, 3),
+            **extra,
         )
 
     build.__name__ = f"build_{constructor_name.lower()}"
@@ -101,6 +106,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("mobilenetv2", _application("MobileNetV2"), 224, 32, "tf"),
         BackboneSpec("inceptionv3", _application("InceptionV3"), 299, 75, "tf"),
         BackboneSpec("vgg19", _application("VGG19"), 224, 32, "caffe"),
+        # Keras requires >= 32 px for these three; they rescale internally (see Scaling).
+        BackboneSpec("mobilenetv3small", _application("MobileNetV3Small", include_preprocessing=True), 224, 32, "raw"),
+        BackboneSpec("mobilenetv3large", _application("MobileNetV3Large", include_preprocessing=True), 224, 32, "raw"),
+        BackboneSpec("efficientnetv2b0", _application("EfficientNetV2B0", include_preprocessing=True), 224, 32, "raw"),
         BackboneSpec("smallcnn", _small_cnn, 64, 16, "unit", has_imagenet=False),
     )
 }
@@ -129,6 +138,10 @@ def apply_preprocessing(inputs: Any, scaling: Scaling) -> Any:
         return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
     if scaling == "unit":
         return layers.Rescaling(1.0 / 255.0, name="preprocess")(inputs)
+    if scaling == "raw":
+        # The backbone scales inside itself (include_preprocessing=True); an identity layer keeps
+        # a "preprocess" layer in every model without touching the pixels.
+        return layers.Identity(name="preprocess")(inputs)
     if scaling == "caffe":
         layer = layers.Conv2D(3, 1, trainable=False, name="preprocess")
         outputs = layer(inputs)

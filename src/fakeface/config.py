@@ -69,22 +69,52 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str = Field(
+    source: str | list[str] = Field(
         "synthetic",
-        description="synthetic | a folder | a .zip | kaggle:<owner>/<dataset>",
+        description="synthetic | a folder | a .zip | a .csv | kaggle:<owner>/<dataset>, or a list "
+        "of them combined into one manifest (its source column says which each row came from)",
     )
     split: SplitFractions = SplitFractions()
     max_pixels: int = Field(
         40_000_000, ge=1, description="larger images are quarantined (decompression bombs)"
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    test_source: str | None = Field(
+        None,
+        description="cross-dataset evaluation: the source name (manifest source column) whose "
+        "images alone form the test split; the other sources give train and valid",
+    )
+    artifact_categories: list[str] = Field(
+        default_factory=list,
+        description="ArtiFact categories to keep (e.g. [human_faces]); empty = every category",
+    )
 
     @field_validator("source")
     @classmethod
-    def _source_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must name a source: synthetic, a folder, a .zip or kaggle:<id>")
-        return value.strip()
+    def _source_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else list(value)
+        if not texts or any(not text.strip() for text in texts):
+            raise ValueError("must name a source: synthetic, a folder, a .zip, a .csv or kaggle:<id>")
+        texts = [text.strip() for text in texts]
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"a source is listed twice: {texts}")
+        if isinstance(value, str) or len(texts) == 1:
+            return texts[0]  # a one-item list is the same as the string
+        return texts
+
+    @model_validator(mode="after")
+    def _cross_dataset(self) -> DataConfig:
+        if self.test_source is not None and len(self.sources) < 2:
+            raise ValueError(
+                "test_source (train on some sources, test on another) needs data.source to be a "
+                "list of at least two sources"
+            )
+        return self
+
+    @property
+    def sources(self) -> list[str]:
+        """``source`` as a list (one item for a single source)."""
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
 # --------------------------------------------------------------------------- eda
@@ -134,6 +164,54 @@ class ContrastConfig(Toggle):
         return self
 
 
+class StretchConfig(Toggle):
+    """Anisotropic scale: a centred crop of ``fy`` of the height and ``fx`` of the width, each
+    ``~ U[1 - max_fraction, 1]`` independently, resized back (so each axis is stretched by its own
+    factor ``1 / f``)."""
+
+    max_fraction: float = Field(0.1, gt=0, lt=1)
+
+
+class ChannelShiftConfig(Toggle):
+    """Add an independent offset ``~ U[-max_delta, max_delta] * 255`` to each of R, G and B."""
+
+    max_delta: float = Field(0.05, gt=0, le=1, description="fraction of the 0..255 range")
+
+
+class SharpnessConfig(Toggle):
+    """Unsharp mask: ``image + a * (image - gaussian_blur(image, sigma))``, ``a ~ U[0, max_amount]``."""
+
+    max_amount: float = Field(1.0, gt=0, le=10)
+    sigma: float = Field(1.0, gt=0, le=5, description="of the blur the mask subtracts, pixels")
+
+
+class BlurConfig(Toggle):
+    """Gaussian blur with a standard deviation ``~ U[0, max_sigma]`` pixels."""
+
+    max_sigma: float = Field(1.0, gt=0, le=10)
+
+
+class JpegConfig(Toggle):
+    """JPEG re-compression at a quality drawn uniformly from the integers ``min_quality..max_quality``."""
+
+    min_quality: int = Field(60, ge=1, le=100)
+    max_quality: int = Field(95, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> JpegConfig:
+        if self.min_quality > self.max_quality:
+            raise ValueError(
+                f"min_quality ({self.min_quality}) must not exceed max_quality ({self.max_quality})"
+            )
+        return self
+
+
+class DownscaleConfig(Toggle):
+    """Resize down to ``f`` of each side, ``f ~ U[min_factor, 1]``, then back up (bilinear)."""
+
+    min_factor: float = Field(0.5, gt=0, lt=1)
+
+
 class AugmentConfig(_Section):
     shard_size: int = Field(1000, ge=1, description="images per TFRecord shard")
     preview_images: int = Field(4, ge=1, le=16)
@@ -143,13 +221,35 @@ class AugmentConfig(_Section):
     zoom: ZoomConfig = ZoomConfig()
     brightness: BrightnessConfig = BrightnessConfig()
     contrast: ContrastConfig = ContrastConfig()
+    stretch: StretchConfig = StretchConfig()
+    channel_shift: ChannelShiftConfig = ChannelShiftConfig()
+    sharpness: SharpnessConfig = SharpnessConfig()
+    blur: BlurConfig = BlurConfig()
+    downscale: DownscaleConfig = DownscaleConfig()
+    jpeg: JpegConfig = JpegConfig()
 
     def enabled(self) -> list[str]:
         """Names of the switched-on augmentations, in the order they are applied."""
         return [name for name in AUGMENTATION_ORDER if getattr(self, name).enabled]
 
 
-AUGMENTATION_ORDER = ("flip", "crop", "zoom", "rotate", "brightness", "contrast")
+#: The order augmentations are applied in, and each one's seed index (see fakeface.augmentations).
+#: New ones are appended at the END: the first entries' seeds then stay the same, so a params file
+#: that enabled only the older ones draws exactly as before.
+AUGMENTATION_ORDER = (
+    "flip",
+    "crop",
+    "zoom",
+    "rotate",
+    "brightness",
+    "contrast",
+    "stretch",
+    "channel_shift",
+    "sharpness",
+    "blur",
+    "downscale",
+    "jpeg",  # last: as on the web, an image is resized and then re-compressed
+)
 
 
 # --------------------------------------------------------------------------- train

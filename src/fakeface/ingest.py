@@ -19,12 +19,41 @@ a plain folder with ``real/`` and ``fake/`` (images at any depth below each)
     Split into train/valid/test by ``data.split``, stratified by class, per unique sha256 (so
     copies of one image never straddle splits), deterministically for a seed. Source column: the
     folder's name (the zip's stem for a zip).
+a folder in the ArtiFact layout (Rahman et al. 2023)
+    Per-generator folders, each with a ``metadata.csv`` holding ``image_path`` (relative to that
+    folder), ``target`` (0 real, any other value fake) and ``category``; or one such folder on its
+    own. Split by ``data.split``. Source column ``artifact``; the note column keeps
+    ``generator=<folder>;category=<category>``. Files not listed in a metadata.csv are
+    ``unlabeled``; listed files that do not exist are ``missing_file``.
+a folder in the "Real and Fake Face Detection" layout (CIPLAB, Kaggle ``ciplab/real-and-fake-face-detection``)
+    ``training_real/`` and ``training_fake/`` (also below a wrapper folder such as
+    ``real_and_fake_face/``). Fake file names carry the editing difficulty, ``easy_*``, ``mid_*``
+    or ``hard_*``: kept in the note column as ``difficulty=easy`` etc. Split by ``data.split``.
+    Source column ``ciplab``.
+a folder in the "Real vs Fake Face Classification" layout
+    ``{Train,Validation,Test}/{Real,Fake}/`` (case-insensitive; ``val``/``validation``/``valid``,
+    ``training``/``train`` and ``testing``/``test`` are accepted for the split folders), as in
+    several Kaggle real-vs-fake face sets. The data set's own split is kept. Source column: the
+    folder's name.
+a generic CSV: a ``.csv`` file, or a folder whose top level has one
+    Columns ``path`` (relative to the CSV's folder, or absolute) and ``label`` (``real``/``fake``,
+    or 0 = real / 1 = fake), optionally ``split`` (train/valid/test, or val/validation; rows without
+    one are split by ``data.split``). Files under the CSV's folder that it does not list are
+    ``unlabeled``. Source column: the CSV's stem when ``data.source`` is the file, else the folder's
+    name.
 ``kaggle:<owner>/<dataset>``
     Downloaded with :func:`kagglehub.dataset_download` (into kagglehub's cache) when Kaggle
     credentials exist, then ingested as a folder.
 
 Every file found under the source is *seen* and then either *kept* (a manifest row) or
 *quarantined* with a reason (see :data:`REASONS`); ``seen == kept + quarantined`` is asserted.
+
+``data.source`` may also be a list: each source is resolved and recognised on its own, and all of
+them go into one manifest, deduplicated across sources (the same bytes in two sources are kept
+once, in the earliest split), with the ``source`` column naming where each row came from. ``data.test_source`` names one of them
+for cross-dataset evaluation: all its images form the test split (copies of other sources' images
+excepted: ``cross_split_duplicate``), and the other sources' test images move to valid.
+``data.artifact_categories`` keeps only the listed ArtiFact categories (the rest: ``excluded``).
 Images that are not RGB JPEGs are converted to lossless RGB PNGs under ``raw_dir/normalized/``;
 RGB JPEGs are referenced where they are and never re-encoded (re-encoding would change the
 compression traces a detector learns from).
@@ -72,10 +101,30 @@ REASONS = (
     "zip_slip",
     "missing_file",
     "unlabeled",  # a file outside any {real,fake} folder (or outside the image tree)
+    "excluded",  # left out by the params (an ArtiFact category not in data.artifact_categories)
 )
 
 LAYOUT_140K = "140k"
 LAYOUT_FOLDERS = "folders"
+LAYOUT_SPLITS = "splits"  # "Real vs Fake Face Classification": {Train,Validation,Test}/{Real,Fake}
+LAYOUT_ARTIFACT = "artifact"
+LAYOUT_CIPLAB = "ciplab"
+LAYOUT_CSV = "csv"
+#: Layouts with no split of their own: ingest splits them by data.split.
+UNSPLIT_LAYOUTS = (LAYOUT_FOLDERS, LAYOUT_ARTIFACT, LAYOUT_CIPLAB)
+#: Split folder (and CSV split value) spellings -> our split names.
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "validation": "valid",
+    "val": "valid",
+    "test": "test",
+    "testing": "test",
+}
+ARTIFACT_METADATA = "metadata.csv"
+CIPLAB_DIRS = {"training_real": "real", "training_fake": "fake"}
+_CIPLAB_DIFFICULTY = re.compile(r"^(easy|mid|hard)_", re.IGNORECASE)
 NORMALIZED_DIR = "normalized"
 SYNTHETIC_DIR = "synthetic"
 KAGGLE_PREFIX = "kaggle:"
@@ -98,10 +147,10 @@ class IngestError(ValueError):
 class IngestReport:
     """What ingest saw, kept and quarantined. Written as JSON next to the manifest."""
 
-    source: str  # data.source as configured
-    source_name: str  # the manifest's source column
-    layout: str  # 140k | folders
-    root: str  # the folder that was scanned
+    source: str | list[str]  # data.source as configured
+    source_name: str  # the manifest's source column ("+"-joined for several sources)
+    layout: str  # 140k | folders | splits | artifact | ciplab | csv ("+"-joined for several)
+    root: str  # the folder that was scanned ("; "-joined for several)
     seen: int
     kept: int
     quarantined: int
@@ -132,6 +181,8 @@ class _Entry:
     reason: str | None = None
     detail: str = ""
     normalized: str | None = None
+    source: str = ""  # the manifest's source column for this file
+    note: str = ""  # what the layout says about the file (difficulty, generator ...)
 
     def quarantine(self, reason: str, detail: str) -> None:
         self.reason = reason
@@ -140,9 +191,16 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _Layout:
-    kind: str  # LAYOUT_140K | LAYOUT_FOLDERS
-    image_root: Path  # holds {train,valid,test}/{real,fake} or {real,fake}
+    kind: str  # one of the LAYOUT_* names
+    image_root: Path  # holds {train,valid,test}/{real,fake} or {real,fake}, or the listed images
     csv_dir: Path | None  # where train.csv / valid.csv / test.csv may be
+    #: For listing layouts (artifact, csv): resolved path -> (label, split or None, note).
+    listed: dict[str, tuple[str, str | None, str]] | None = field(default=None, hash=False, compare=False)
+    #: Metadata files of the layout (not images, not entries).
+    metadata: frozenset[str] = frozenset()
+    #: Listed files that are not on disk, and rows without a usable path or label.
+    missing: tuple[tuple[str, str], ...] = ()
+    bad_rows: int = 0
 
 
 @dataclass
@@ -153,6 +211,7 @@ class _Source:
     name: str | None  # forced source column; None = from the layout
     original: Callable[[Path], str]  # on-disk path -> original_path column
     pre_quarantined: list[_Entry] = field(default_factory=list)
+    csv_file: Path | None = None  # a generic path,label[,split] list given as the source
 
 
 # --------------------------------------------------------------------------- public API
@@ -180,21 +239,49 @@ def ingest(
     normalized_dir = raw_dir / NORMALIZED_DIR
     _remove_tree(normalized_dir)
 
-    source = _resolve_source(cfg, seed, raw_dir)
-    layout = _detect_layout(source.root)
-    if layout is None:
+    resolved: list[tuple[_Source, _Layout, str]] = []
+    for text in cfg.sources:
+        source = _resolve_source(text, cfg, seed, raw_dir)
+        layout = _detect_layout(source.root, csv_file=source.csv_file)
+        if layout is None:
+            raise IngestError(
+                f"{source.root}: no data set layout found. Expected the Kaggle 140k layout "
+                "(real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}/ or {train,valid,test}/"
+                "{real,fake}/), {Train,Validation,Test}/{Real,Fake}/, ArtiFact (folders with a "
+                "metadata.csv), CIPLAB (training_real/ + training_fake/), a CSV with path,label"
+                "[,split] columns, or a folder with real/ and fake/ subfolders."
+            )
+        name = source.name or _default_source_name(source, layout)
+        logger.info("ingest: %s (%s layout) from %s", text, layout.kind, layout.image_root)
+        resolved.append((source, layout, name))
+    names = [name for _, _, name in resolved]
+    if len(set(names)) != len(names):
         raise IngestError(
-            f"{source.root}: no data set layout found. Expected either the Kaggle 140k layout "
-            "(real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}/ or {train,valid,test}/"
-            "{real,fake}/) or a folder with real/ and fake/ subfolders."
+            f"data.source {cfg.sources} gives the source names {names}; each must be distinct "
+            "(rename a folder, or list each data set once)"
         )
-    source_name = source.name or (LAYOUT_140K if layout.kind == LAYOUT_140K else source.root.name)
-    logger.info("ingest: %s (%s layout) from %s", cfg.source, layout.kind, layout.image_root)
+    source_name = "+".join(names)
 
-    entries = _scan(source, layout)
-    # counted as found, independently of the kept/quarantined bookkeeping below
-    seen = len(entries) + len(source.pre_quarantined)
-    entries.extend(source.pre_quarantined)
+    if cfg.test_source is not None and cfg.test_source not in names:
+        raise IngestError(
+            f"data.test_source {cfg.test_source!r} is none of the sources {names} (use a name as "
+            "the manifest's source column spells it)"
+        )
+
+    entries: list[_Entry] = []
+    seen = 0
+    for source, layout, name in resolved:
+        found = _scan(source, layout)
+        found.extend(_listed_but_missing(layout, source))
+        if layout.kind == LAYOUT_ARTIFACT and cfg.artifact_categories:
+            _exclude_categories(found, cfg.artifact_categories)
+        for entry in found + source.pre_quarantined:
+            entry.source = name
+        # counted as found, independently of the kept/quarantined bookkeeping below
+        seen += len(found) + len(source.pre_quarantined)
+        entries.extend(found)
+        entries.extend(source.pre_quarantined)
+    entries.sort(key=lambda e: e.path)
     csv_summary: dict[str, Any] = {}
 
     with pil_limits(cfg.max_pixels), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -209,15 +296,26 @@ def ingest(
             else:
                 entry.info = outcome
 
-        if layout.kind == LAYOUT_140K and layout.csv_dir is not None:
-            csv_summary, missing = _cross_check_csvs(entries, layout)
-            seen += len(missing)
-            entries.extend(missing)
+        for source, layout, name in resolved:
+            if layout.kind == LAYOUT_140K and layout.csv_dir is not None:
+                own = [e for e in entries if e.source == name]
+                summary, missing = _cross_check_csvs(own, layout)
+                if summary:
+                    csv_summary = summary if len(resolved) == 1 else {**csv_summary, name: summary}
+                for entry in missing:
+                    entry.source = name
+                seen += len(missing)
+                entries.extend(missing)
+            if layout.listed is not None and (layout.bad_rows or layout.missing):
+                csv_summary[name] = {"missing": len(layout.missing), "unreadable_rows": layout.bad_rows}
+        entries.sort(key=lambda e: e.path)
 
         _resolve_duplicates(entries)
-        if layout.kind == LAYOUT_FOLDERS:
+        if any(e.reason is None and e.split is None for e in entries):
             _assign_splits(entries, cfg.split, seed)
-            _resolve_duplicates(entries)  # now within the assigned splits: only 'duplicate'
+        if cfg.test_source is not None:
+            _cross_dataset_splits(entries, cfg.test_source)
+        _resolve_duplicates(entries)  # within the final splits (a no-op when nothing changed)
 
         to_normalize = [
             e for e in entries if e.reason is None and e.info is not None and e.info.needs_normalization
@@ -231,7 +329,7 @@ def ingest(
 
     kept = sorted((e for e in entries if e.reason is None), key=lambda e: e.path)
     quarantined = sorted((e for e in entries if e.reason is not None), key=lambda e: e.path)
-    report = _build_report(cfg, seed, source, layout, source_name, kept, quarantined, csv_summary)
+    report = _build_report(cfg, seed, resolved, source_name, kept, quarantined, csv_summary)
     report.seen = seen
     report.manifest = str(manifest_path)
     if report.seen != report.kept + report.quarantined or len(entries) != seen:  # a bug, not data
@@ -264,8 +362,15 @@ def ingest(
 # --------------------------------------------------------------------------- sources
 
 
-def _resolve_source(cfg: DataConfig, seed: int, raw_dir: Path) -> _Source:
-    text = cfg.source
+def _default_source_name(source: _Source, layout: _Layout) -> str:
+    if layout.kind in (LAYOUT_140K, LAYOUT_ARTIFACT, LAYOUT_CIPLAB):
+        return layout.kind
+    if layout.kind == LAYOUT_CSV and source.csv_file is not None:
+        return source.csv_file.stem
+    return source.root.name
+
+
+def _resolve_source(text: str, cfg: DataConfig, seed: int, raw_dir: Path) -> _Source:
     if text.lower() == "synthetic":
         from fakeface import synthetic  # local import: only this source needs it
 
@@ -282,9 +387,11 @@ def _resolve_source(cfg: DataConfig, seed: int, raw_dir: Path) -> _Source:
     if path.is_file():
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
             return _extract_zip(path, raw_dir)
+        if path.suffix.lower() == ".csv":
+            return _Source(root=path.parent, name=None, original=str, csv_file=path)
         raise IngestError(
-            f"data.source {text!r} is a file but not a .zip archive; expected 'synthetic', a "
-            "folder, a .zip or kaggle:<owner>/<dataset>"
+            f"data.source {text!r} is a file but not a .zip archive or a .csv list; expected "
+            "'synthetic', a folder, a .zip, a .csv or kaggle:<owner>/<dataset>"
         )
     raise IngestError(
         f"data.source {text!r} not found: expected 'synthetic', an existing folder, a .zip file "
@@ -441,12 +548,46 @@ def _has_split_dirs(folder: Path) -> bool:
     return False
 
 
-def _detect_layout(root: Path, depth: int = 0) -> _Layout | None:
-    for candidate in (root / "real_vs_fake" / "real-vs-fake", root / "real-vs-fake", root):
+def _has_alias_split_dirs(folder: Path, other_spelling: bool = False) -> bool:
+    """``{Train,Validation,Test}/{Real,Fake}`` and the other spellings in :data:`SPLIT_ALIASES`;
+    with ``other_spelling``, at least one split folder must not be spelt train/valid/test."""
+    if not folder.is_dir():
+        return False
+    try:
+        children = [c for c in folder.iterdir() if c.is_dir()]
+    except OSError:
+        return False
+    splits = [
+        child.name.lower()
+        for child in children
+        if child.name.lower() in SPLIT_ALIASES and any(_child_dir(child, c) for c in CLASS_NAMES)
+    ]
+    if other_spelling:
+        return any(name not in SPLITS for name in splits)
+    return bool(splits)
+
+
+def _detect_layout(root: Path, depth: int = 0, csv_file: Path | None = None) -> _Layout | None:
+    if csv_file is not None:
+        return _csv_layout(root, [csv_file])
+    for candidate in (root / "real_vs_fake" / "real-vs-fake", root / "real-vs-fake"):
         if _has_split_dirs(candidate):
             return _Layout(LAYOUT_140K, candidate, root)
+    # A split folder spelt otherwise (Validation/, val/ ...): not the 140k set, whose are exact.
+    if _has_alias_split_dirs(root, other_spelling=True):
+        return _Layout(LAYOUT_SPLITS, root, None)
+    if _has_split_dirs(root):
+        return _Layout(LAYOUT_140K, root, root)
     if any(_child_dir(root, c) for c in CLASS_NAMES):
         return _Layout(LAYOUT_FOLDERS, root, None)
+    if all(_child_dir(root, name) for name in CIPLAB_DIRS):
+        return _Layout(LAYOUT_CIPLAB, root, None)
+    artifact = _artifact_layout(root)
+    if artifact is not None:
+        return artifact
+    csvs = _generic_csvs(root)
+    if len(csvs) == 1:
+        return _csv_layout(root, csvs)
     if depth < 3 and root.is_dir():  # a wrapper folder, as many zips have
         subdirs = [
             d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "__MACOSX"))
@@ -454,6 +595,111 @@ def _detect_layout(root: Path, depth: int = 0) -> _Layout | None:
         if len(subdirs) == 1:
             return _detect_layout(subdirs[0], depth + 1)
     return None
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return [name.strip().lower() for name in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _generic_csvs(root: Path) -> list[Path]:
+    """Top-level CSVs of ``root`` with ``path`` and ``label`` columns (the generic list layout)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.suffix.lower() == ".csv" and {"path", "label"} <= set(_csv_header(path)):
+            found.append(path)
+    return found
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+
+
+def _label_of(value: str) -> str | None:
+    """``real``/``fake`` or a number: 0 = real, anything else = fake (ArtiFact's target)."""
+    text = value.strip().lower()
+    if text in CLASS_NAMES:
+        return text
+    try:
+        return "real" if float(text) == 0 else "fake"
+    except ValueError:
+        return None
+
+
+def _listing(
+    rows: Iterable[tuple[Path, str, str | None, str]], listed: dict, missing: list, where: str
+) -> int:
+    """Fill ``listed`` (resolved path -> label, split, note) and ``missing``; returns bad rows."""
+    bad = 0
+    for path, label_text, split_text, note in rows:
+        label = _label_of(label_text)
+        split = SPLIT_ALIASES.get((split_text or "").lower()) if split_text else None
+        if label is None or (split_text and split is None):
+            bad += 1
+            continue
+        if not path.is_file():
+            missing.append((str(path), f"listed in {where} but not on disk"))
+            continue
+        listed[os.path.normpath(path.resolve())] = (label, split, note)
+    return bad
+
+
+def _csv_layout(root: Path, csv_files: list[Path]) -> _Layout:
+    listed: dict[str, tuple[str, str | None, str]] = {}
+    missing: list[tuple[str, str]] = []
+    bad = 0
+    for csv_file in csv_files:
+        if not {"path", "label"} <= set(_csv_header(csv_file)):
+            raise IngestError(f"{csv_file}: a data set list needs 'path' and 'label' columns (and optionally 'split')")
+        rows = (
+            (csv_file.parent / row["path"], row.get("label", ""), row.get("split") or None, "")
+            for row in _csv_rows(csv_file)
+            if row.get("path")
+        )
+        bad += _listing(rows, listed, missing, csv_file.name)
+    metadata = frozenset(os.path.normpath(p.resolve()) for p in csv_files)
+    return _Layout(LAYOUT_CSV, root, None, listed, metadata, tuple(missing), bad)
+
+
+def _artifact_layout(root: Path) -> _Layout | None:
+    """ArtiFact: ``<generator>/metadata.csv`` per folder (or one ``metadata.csv`` in ``root``)."""
+    if not root.is_dir():
+        return None
+    candidates = [root] + [d for d in sorted(root.iterdir()) if d.is_dir()]
+    metas = [d / ARTIFACT_METADATA for d in candidates if (d / ARTIFACT_METADATA).is_file()]
+    metas = [m for m in metas if {"image_path", "target"} <= set(_csv_header(m))]
+    if not metas:
+        return None
+    listed: dict[str, tuple[str, str | None, str]] = {}
+    missing: list[tuple[str, str]] = []
+    bad = 0
+    for meta in metas:
+        generator = meta.parent.name
+        rows = (
+            (
+                meta.parent / row["image_path"],
+                row.get("target", ""),
+                None,
+                f"generator={generator};category={row.get('category', '')}",
+            )
+            for row in _csv_rows(meta)
+            if row.get("image_path")
+        )
+        bad += _listing(rows, listed, missing, f"{generator}/{ARTIFACT_METADATA}")
+    metadata = frozenset(os.path.normpath(m.resolve()) for m in metas)
+    return _Layout(LAYOUT_ARTIFACT, root, None, listed, metadata, tuple(missing), bad)
+
+
+def _listed_but_missing(layout: _Layout, source: _Source) -> list[_Entry]:
+    return [_Entry(path, path, reason="missing_file", detail=why) for path, why in layout.missing]
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str | None]]:
@@ -492,6 +738,8 @@ def _scan(source: _Source, layout: _Layout) -> list[_Entry]:
     """One entry per file under the source root; files not under a class folder are 'unlabeled'."""
     csvs = {p.resolve() for p in _csv_files(layout).values()}
     entries: list[_Entry] = []
+    if layout.listed is not None:
+        return _scan_listed(source, layout)
     for path, unreadable in _walk(source.root):
         entry = _Entry(path=str(path), original=source.original(path))
         entries.append(entry)
@@ -512,12 +760,82 @@ def _scan(source: _Source, layout: _Layout) -> list[_Entry]:
                 entry.split, entry.label = parts[0].lower(), parts[1].lower()
             else:
                 entry.quarantine("unlabeled", "not inside a {train,valid,test}/{real,fake} folder")
+        elif layout.kind == LAYOUT_SPLITS:
+            if len(parts) >= 3 and parts[0].lower() in SPLIT_ALIASES and parts[1].lower() in CLASS_NAMES:
+                entry.split, entry.label = SPLIT_ALIASES[parts[0].lower()], parts[1].lower()
+            else:
+                entry.quarantine("unlabeled", "not inside a {Train,Validation,Test}/{Real,Fake} folder")
+        elif layout.kind == LAYOUT_CIPLAB:
+            if len(parts) >= 2 and parts[0].lower() in CIPLAB_DIRS:
+                entry.label = CIPLAB_DIRS[parts[0].lower()]
+                difficulty = _CIPLAB_DIFFICULTY.match(path.name)
+                if entry.label == "fake" and difficulty:
+                    entry.note = f"difficulty={difficulty.group(1).lower()}"
+            else:
+                entry.quarantine("unlabeled", "not inside training_real/ or training_fake/")
         elif len(parts) >= 2 and parts[0].lower() in CLASS_NAMES:
             entry.label = parts[0].lower()
         else:
             entry.quarantine("unlabeled", "not inside a real/ or fake/ folder")
     entries.sort(key=lambda e: e.path)
     return entries
+
+
+def _scan_listed(source: _Source, layout: _Layout) -> list[_Entry]:
+    """Listing layouts (ArtiFact, CSV): labels come from the list; unlisted files are unlabeled."""
+    assert layout.listed is not None
+    entries: list[_Entry] = []
+    walked: set[str] = set()
+    for path, unreadable in _walk(source.root):
+        key = os.path.normpath(path.resolve()) if unreadable is None else str(path)
+        if key in layout.metadata:
+            continue  # the list itself
+        walked.add(key)
+        entry = _Entry(path=str(path), original=source.original(path))
+        entries.append(entry)
+        if unreadable is not None:
+            entry.quarantine("unreadable", unreadable)
+            continue
+        _label_listed(entry, layout.listed.get(key))
+    # Listed files outside the root (absolute paths in a CSV) are entries too.
+    for key, value in sorted(layout.listed.items()):
+        if key not in walked:
+            entry = _Entry(path=key, original=key)
+            entries.append(entry)
+            _label_listed(entry, value)
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _exclude_categories(entries: list[_Entry], categories: list[str]) -> None:
+    """ArtiFact rows whose category is not wanted are quarantined as ``excluded``."""
+    wanted = {c.strip().lower() for c in categories}
+    for entry in entries:
+        if entry.reason is not None or entry.label is None:
+            continue
+        match = re.search(r"(?:^|;)category=([^;]*)", entry.note)
+        category = match.group(1).lower() if match else ""
+        if category not in wanted:
+            entry.quarantine("excluded", f"category {category!r} not in data.artifact_categories")
+
+
+def _cross_dataset_splits(entries: list[_Entry], test_source: str) -> None:
+    """Train on some sources, test on another: every ``test_source`` image goes to test, the
+    other sources' test images go to valid (so no other source is tested on)."""
+    for entry in entries:
+        if entry.reason is not None or entry.split is None:
+            continue
+        if entry.source == test_source:
+            entry.split = "test"
+        elif entry.split == "test":
+            entry.split = "valid"
+
+
+def _label_listed(entry: _Entry, value: tuple[str, str | None, str] | None) -> None:
+    if value is None:
+        entry.quarantine("unlabeled", "not listed in the data set's CSV")
+        return
+    entry.label, entry.split, entry.note = value
 
 
 # --------------------------------------------------------------------------- per-file work
@@ -670,6 +988,7 @@ def _split_sizes(n: int, fractions: SplitFractions) -> tuple[int, int, int]:
 def _assign_splits(entries: list[_Entry], fractions: SplitFractions, seed: int) -> None:
     """Stratified, seeded split of a plain folder, decided per unique sha256."""
     rng = np.random.default_rng(seed)
+    entries = [e for e in entries if e.split is None]  # sources with a split of their own keep it
     for label in CLASS_NAMES:
         order: list[str] = []  # unique sha256s, in the order of their first (sorted) path
         seen: set[str] = set()
@@ -707,9 +1026,9 @@ def _manifest_frame(kept: list[_Entry], source_name: str) -> pd.DataFrame:
                 "width": info.width,
                 "height": info.height,
                 "format": info.final_format,
-                "source": source_name,
+                "source": entry.source or source_name,
                 "original_path": entry.original,
-                "note": info.note,
+                "note": ";".join(n for n in (entry.note, info.note) if n),
             }
         )
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -729,8 +1048,7 @@ def _check_no_leakage(frame: pd.DataFrame) -> None:
 def _build_report(
     cfg: DataConfig,
     seed: int,
-    source: _Source,
-    layout: _Layout,
+    resolved: list[tuple[_Source, _Layout, str]],
     source_name: str,
     kept: list[_Entry],
     quarantined: list[_Entry],
@@ -746,8 +1064,8 @@ def _build_report(
     return IngestReport(
         source=cfg.source,
         source_name=source_name,
-        layout=layout.kind,
-        root=str(source.root),
+        layout="+".join(layout.kind for _, layout, _ in resolved),
+        root="; ".join(str(source.root) for source, _, _ in resolved),
         seen=len(kept) + len(quarantined),  # replaced by the independent count in ingest()
         kept=len(kept),
         quarantined=len(quarantined),

@@ -1,0 +1,153 @@
+"""Targets, verdicts and the markdown table: pure functions of the raw numbers (no TensorFlow).
+
+``rows(raw)`` turns the raw per-section measurements (see :mod:`bench.sections`) into table rows,
+each with the target and a verdict; ``markdown(results)`` renders them. Kept apart from the
+measuring code so that tests/test_bench.py can check the table on fake numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("Benchmark", "Measured", "Target", "Verdict", "Notes")
+PASS, MISS, INFO, SKIPPED = "PASS", "MISS", "-", "skipped"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _verdict(ok: bool | None) -> str:
+    return INFO if ok is None else (PASS if ok else MISS)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    else:
+        text = f"{value:,}"
+    return f"{text} {unit}".strip()
+
+
+def _row(name: str, value: Any, unit: str = "", target: str = "", ok: bool | None = None, note: str = "") -> dict:
+    return {
+        "benchmark": name,
+        "value": value,
+        "unit": unit,
+        "measured": _fmt(value, unit),
+        "target": target or "-",
+        "verdict": _verdict(ok) if not (isinstance(value, str) and value.startswith("skipped")) else SKIPPED,
+        "notes": note,
+    }
+
+
+def rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows with verdicts from the raw section results (missing sections are left out)."""
+    out: list[dict[str, Any]] = []
+
+    if (inp := raw.get("input")) and "error" not in inp:
+        spread = inp.get("all_rates", {})
+
+        def rng(key: str) -> str:
+            r = spread.get(key)
+            return f"median of {len(r)} epochs after warm-up, range {min(r):,.0f}-{max(r):,.0f}" if r else ""
+
+        cfg = f"{inp['images']} JPEGs, {inp['size']} px, batch {inp['batch']}, flip"
+        shards = inp["shards"]
+        out.append(_row("input: shards -> make_dataset(training=True)", shards, "img/s", note=f"{cfg}; {rng('shards')}"))
+        out.append(_row("input: image_dataset_from_directory + RandomFlip", inp["idfd"], "img/s", note=rng("idfd")))
+        out.append(_row("input: decode limit (tf.data, parallel read+decode_jpeg)", inp["decode_limit"], "img/s",
+                        note="file list -> read_file -> decode_jpeg -> float32, AUTOTUNE map, batch, prefetch, "
+                        f"no augmentation; {rng('decode_limit')}"))
+        if inp.get("decode_limit_pil") is not None:
+            out.append(_row("input: decode (ThreadPool + PIL), for reference", inp["decode_limit_pil"], "img/s",
+                            note=f"{inp.get('threads', 2)} threads, PIL decode -> float32; {rng('decode_limit_pil')}"))
+        def paired(key: str) -> str:
+            a, b = spread.get("shards"), spread.get(key)
+            if not a or not b or len(a) != len(b):
+                return ""
+            ratios = sorted(x / y for x, y in zip(a, b))
+            mid = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 : len(ratios) // 2 + 1]) / 2
+            return (f"ratio of medians; per-round paired ratios: median {mid:.2f}, "
+                    f"range {ratios[0]:.2f}-{ratios[-1]:.2f}")
+
+        r = _ratio(shards, inp["idfd"])
+        out.append(_row("input: shards / image_dataset_from_directory", r, "x", ">= 2x", None if r is None else r >= 2,
+                        paired("idfd")))
+        r = _ratio(shards, inp["decode_limit"])
+        out.append(_row("input: shards / decode limit", r, "x", ">= 0.80", None if r is None else r >= 0.8,
+                        paired("decode_limit")))
+        out.append(_row("input: epoch 2+ with cache (option, not the pipeline)", inp.get("cache_variant"), "img/s",
+                        note="make_dataset has NO cache (decodes every epoch); bench-only variant: shards -> "
+                        f"decode_jpeg (uint8) -> .cache() -> cast + same flip; {rng('cache_variant')}"))
+    if (tr := raw.get("training")) and "error" not in tr:
+        for key, label in (("smallcnn_64", "smallcnn 64 px"), ("mobilenetv2_128", "MobileNetV2 128 px (weights none)")):
+            if key in tr:
+                out.append(_row(f"train step CPU: {label}", tr[key], "img/s",
+                                note=f"batch {tr.get('batch')}, {tr.get('steps')} steps after {tr.get('warmup')} warm-up"))
+        out.append(_row("train step GPU: Xception 256 px (+/- mixed precision, XLA)", tr.get("gpu", "skipped: no GPU"), ""))
+    if (inf := raw.get("inference")) and "error" not in inf:
+        out.append(_row("predict: predict_files (batch path)", inf["batch"], "img/s",
+                        note=f"{inf['images']} images, {inf['size']} px smallcnn, batch {inf['batch_size']}"))
+        per_1000 = inf["images"] / inf["per_image"] if inf["per_image"] else None
+        out.append(_row("predict: model.predict per image", inf["per_image"], "img/s",
+                        note=f"measured on {inf['per_image_n']} images, same load_input; extrapolated "
+                        f"{per_1000:.0f} s for {inf['images']} (batch path: {inf['images'] / inf['batch']:.1f} s)"))
+        r = _ratio(inf["batch"], inf["per_image"])
+        out.append(_row("predict: batch / per-image", r, "x", ">= 10x", None if r is None else r >= 10))
+    if (sc := raw.get("scale")) and "error" not in sc:
+        small, big = sc["small"], sc["large"]
+        for run in (small, big):
+            split = f"ingest {run['ingest_s']:.1f} s + augment {run['augment_s']:.1f} s; " if "ingest_s" in run else ""
+            out.append(_row(f"scale: ingest+augment {run['n']:,} images (64 px)", run["wall_s"], "s",
+                            note=f"{split}peak RSS {run['rss_mb']:.0f} MB; own fresh subprocess; images "
+                            "pre-generated (not timed), ingested as a folder"))
+        r = _ratio(big["wall_s"], small["wall_s"])
+        n = big["n"] / small["n"]
+        fixed = ""
+        if r is not None and r < 0.7 * n:
+            marginal = (big["wall_s"] - small["wall_s"]) / (big["n"] - small["n"]) * 1000
+            fixed = (f"well below {n:.0f}: fixed start-up cost (TensorFlow import, preview figure) dominates at "
+                     f"{small['n']:,}; marginal cost {marginal:.2f} s per 1,000 images")
+        out.append(_row(f"scale: wall-time ratio ({n:.0f}x images)", r, "x", "~10, <= 12",
+                        None if r is None else r <= 12, fixed))
+        r = _ratio(big["rss_mb"], small["rss_mb"])
+        out.append(_row("scale: peak RSS ratio", r, "x", "~1, <= 1.3", None if r is None else r <= 1.3))
+    if (pl := raw.get("pipeline")) and "error" not in pl:
+        noop = pl.get("noop_repro_s")
+        out.append(_row("pipeline: dvc repro, nothing changed", noop, "s", "< 5 s", None if noop is None else noop < 5))
+        out.append(_row("pipeline: dvc repro (tiny params, all 6 stages)", pl.get("dvc_repro_s"), "s",
+                        note=pl.get("params_note", "")))
+        out.append(_row("pipeline: kfp.local run_local (same params)", pl.get("kfp_local_s"), "s"))
+        r = _ratio(pl.get("kfp_local_s"), pl.get("dvc_repro_s"))
+        out.append(_row("pipeline: kfp.local / dvc repro", r, "x", "<= 1.3", None if r is None else r <= 1.3))
+    for name, section in raw.items():
+        if isinstance(section, dict) and "error" in section:
+            out.append(_row(f"{name}: FAILED", section["error"][:120], "", ok=False))
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table (and a header line on the machine) as GitHub markdown."""
+    meta = results.get("meta", {})
+    lines = []
+    if meta:
+        lines.append(
+            f"Run {meta.get('date', '?')} on {meta.get('cpus', '?')} CPU cores "
+            f"(load average {meta.get('load_before', '?')} before, {meta.get('load_after', '?')} after; "
+            f"{meta.get('note', '')}), TensorFlow {meta.get('tensorflow', '?')}, GPU: {meta.get('gpu', '?')}. "
+            f"Total {meta.get('total_s', 0):.0f} s."
+        )
+        lines.append("")
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    for row in results.get("rows") or rows(results.get("raw", {})):
+        cells = [row["benchmark"], row["measured"], row["target"], row["verdict"], row["notes"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,397 @@
+"""The measurements. Each section runs in its own fresh process (``python -m bench.sections NAME
+WORKDIR OUT.json``) so TensorFlow state, thread pools and memory peaks of one never affect another.
+
+Data sets are made once by :func:`prepare` (not timed): synthetic.generate at 256 px (input
+pipeline) and at 64 px with 1,000 and 10,000 images (inference, scale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+INPUT_IMAGES = 1000  # images of the input-pipeline set (500 per class)
+SCALE_SIZES = (1000, 10000)
+
+
+def _dataset_dir(work: Path, size: int, n: int) -> Path:
+    return work / f"synthetic-{size}px-{n}"
+
+
+def prepare(work: Path) -> dict[str, float]:
+    """Generate the synthetic sets (skipped when already there); returns seconds per set."""
+    from fakeface.config import SplitFractions, SyntheticConfig
+    from fakeface.synthetic import generate
+
+    took = {}
+    for size, n in [(256, INPUT_IMAGES), *[(64, n) for n in SCALE_SIZES]]:
+        out = _dataset_dir(work, size, n)
+        if (out / "test.csv").is_file():
+            continue
+        start = time.perf_counter()
+        generate(SyntheticConfig(images_per_class=n // 2, image_size=size), SplitFractions(), out, seed=0)
+        took[f"{size}px_{n}"] = time.perf_counter() - start
+    return took
+
+
+def _jpegs(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*.jpg"))
+
+
+# --------------------------------------------------------------------------- input pipeline
+
+
+def section_input(work: Path) -> dict[str, Any]:
+    import numpy as np
+    import tensorflow as tf
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras
+    from PIL import Image
+
+    from fakeface.augmentations import build_augmenter
+    from fakeface.config import AugmentConfig, parse_params
+    from fakeface.data import make_dataset
+    from fakeface.ingest import ingest
+    from fakeface.manifest import read_manifest
+    from fakeface.shards import parse_example, shard_files, write_shards
+
+    size, batch = 256, 64
+    data = _dataset_dir(work, size, INPUT_IMAGES)
+    stage = work / "input-stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    params = parse_params({"data": {"source": str(data)}})
+    ingest(params.data, params.seed, stage / "raw", stage / "manifest.csv", stage / "report.json")
+    write_shards(read_manifest(stage / "manifest.csv"), stage / "shards", params.augment.shard_size)
+    splits = ("train", "valid", "test")
+    aug = AugmentConfig()  # the default: flip only
+
+    # the same JPEGs in the class-folder layout image_dataset_from_directory wants (hard links)
+    flat = stage / "flat"
+    for path in _jpegs(data):
+        target = flat / Path(path).parent.name / f"{Path(path).parent.parent.name}-{Path(path).name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    files = _jpegs(flat)
+    n = len(files)
+
+    def shards_ds():
+        return make_dataset(stage / "shards", splits, size, batch, training=True, augment=aug, seed=0)
+
+    flip = keras.layers.RandomFlip("horizontal", seed=0)
+
+    def idfd_ds():
+        ds = keras.utils.image_dataset_from_directory(
+            flat, labels="inferred", label_mode="binary", image_size=(size, size), batch_size=batch,
+            shuffle=True, seed=0, verbose=False,
+        )
+        return ds.map(lambda x, y: (flip(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
+        )
+
+    def decode_ds():
+        def load(path):
+            return tf.cast(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), tf.float32)
+
+        ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    augmenter = build_augmenter(aug)
+    shard_paths = [f for s in splits for f in shard_files(stage / "shards", s)]
+
+    def cached_ds():
+        # bench-only variant: decode once (uint8, 1/4 the memory of float32), cache, then per epoch
+        # cast + shuffle + the same stateless flip. Not what make_dataset does.
+        def decode(serialized):
+            example = parse_example(serialized)
+            return tf.io.decode_jpeg(example["image"], channels=3), example["label"]
+
+        ds = tf.data.TFRecordDataset(shard_paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = ds.shuffle(2048, seed=0, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=0, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda item, pair: (augmenter(tf.cast(item[0], tf.float32), pair), item[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    threads = os.cpu_count() or 2
+    pool = ThreadPoolExecutor(threads)
+
+    def pil_load(path):
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.float32)
+
+    def pil_epoch() -> int:
+        count = 0
+        for start in range(0, n, batch):
+            images = np.stack(list(pool.map(pil_load, files[start : start + batch])))
+            count += len(images)
+        return count
+
+    datasets = {"shards": shards_ds(), "idfd": idfd_ds(), "decode_limit": decode_ds(), "cache_variant": cached_ds()}
+
+    def epoch(name: str) -> float:
+        start = time.perf_counter()
+        if name == "decode_limit_pil":
+            count = pil_epoch()
+        else:
+            count = 0
+            for item in datasets[name]:
+                count += int(item[0].shape[0]) if isinstance(item, tuple) else int(item.shape[0])
+        elapsed = time.perf_counter() - start
+        assert count == n, (name, count, n)
+        return count / elapsed
+
+    names = [*datasets, "decode_limit_pil"]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up epoch: tracing, file cache, the cache variant fills its cache
+        epoch(name)
+    rounds = 7
+    for _ in range(rounds):  # round robin, so load changes on the shared machine hit every variant
+        for name in names:
+            rates[name].append(epoch(name))
+    result: dict[str, Any] = {name: statistics.median(r) for name, r in rates.items()}
+    result.update(
+        images=n, size=size, batch=batch, threads=threads, rounds=rounds, all_rates=rates,
+        cache="make_dataset does not cache (decodes every epoch); cache_variant is a bench-only option",
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- training steps
+
+
+def _train_rate(backbone: str, size: int, batch: int, warmup: int, steps: int, xla: bool = False) -> float:
+    import keras
+    import numpy as np
+
+    from fakeface.config import parse_params
+    from fakeface.model import build_classifier
+    from fakeface.train import compile_model
+
+    cfg = parse_params({"train": {"backbone": backbone, "image_size": size, "weights": "none", "batch_size": batch}}).train
+    model = build_classifier(cfg).model
+    compile_model(model, cfg, cfg.learning_rate, steps=1000, xla=xla)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = rng.integers(0, 2, (batch, 1)).astype("float32")
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    rate = steps * batch / (time.perf_counter() - start)
+    keras.backend.clear_session()
+    return rate
+
+
+def section_training(work: Path) -> dict[str, Any]:
+    import tensorflow as tf
+
+    batch, warmup, steps = 32, 3, 10
+    result: dict[str, Any] = {"batch": batch, "warmup": warmup, "steps": steps}
+    result["smallcnn_64"] = _train_rate("smallcnn", 64, batch, warmup, steps)
+    result["mobilenetv2_128"] = _train_rate("mobilenetv2", 128, batch, warmup, steps)
+    if tf.config.list_physical_devices("GPU"):
+        import keras
+
+        gpu = {}
+        for mixed in (False, True):
+            for xla in (False, True):
+                keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+                gpu[f"mp={mixed},xla={xla}"] = _train_rate("xception", 256, 32, 3, 20, xla=xla)
+        keras.mixed_precision.set_global_policy("float32")
+        result["gpu"] = ", ".join(f"{k}: {v:.0f} img/s" for k, v in gpu.items())
+        result["gpu_rates"] = gpu
+    else:
+        result["gpu"] = "skipped: no GPU"
+    return result
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def section_inference(work: Path) -> dict[str, Any]:
+    import keras
+
+    from fakeface.config import parse_params
+    from fakeface.images import pil_limits
+    from fakeface.model import build_classifier
+    from fakeface.predict import expand_inputs, load_input, load_model, predict_files
+
+    size, batch_size, per_image_n = 64, 64, 100
+    cfg = parse_params({"train": {"backbone": "smallcnn", "image_size": size}}).train
+    model_path = work / "smallcnn-64-untrained.keras"
+    build_classifier(cfg).model.save(model_path)
+    keras.backend.clear_session()
+
+    folder = _dataset_dir(work, size, 1000) / "real_vs_fake"
+    paths = expand_inputs([str(folder)])
+    loaded = load_model(str(model_path))
+    predict_files(loaded, paths[:batch_size], batch_size)  # warm-up: tracing
+    start = time.perf_counter()
+    rows = predict_files(loaded, paths, batch_size)
+    batch_rate = len(rows) / (time.perf_counter() - start)
+    assert all(r.p_fake is not None for r in rows)
+
+    with pil_limits(40_000_000):
+        for path in paths[:3]:  # warm-up
+            loaded.model.predict(load_input(path, size)[None], verbose=0)
+        start = time.perf_counter()
+        for path in paths[:per_image_n]:
+            loaded.model.predict(load_input(path, size)[None], verbose=0)
+        per_image_rate = per_image_n / (time.perf_counter() - start)
+    return {
+        "images": len(paths), "size": size, "batch_size": batch_size, "per_image_n": per_image_n,
+        "batch": batch_rate, "per_image": per_image_rate,
+    }
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def scale_one(work: Path, n: int) -> dict[str, Any]:
+    """ingest + augment of the n-image 64 px set, in this (fresh) process."""
+    from fakeface.augment import augment
+    from fakeface.config import parse_params
+    from fakeface.ingest import ingest
+
+    stage = work / f"scale-{n}"
+    shutil.rmtree(stage, ignore_errors=True)
+    params = parse_params({"data": {"source": str(_dataset_dir(work, 64, n))}})
+    start = time.perf_counter()
+    ingest(params.data, params.seed, stage / "raw", stage / "manifest.csv", stage / "report.json")
+    mid = time.perf_counter()
+    augment(params.augment, params.seed, stage / "manifest.csv", stage / "shards", stage / "preview.png")
+    end = time.perf_counter()
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    return {"n": n, "wall_s": end - start, "ingest_s": mid - start, "augment_s": end - mid, "rss_mb": rss_kb / 1024}
+
+
+def section_scale(work: Path) -> dict[str, Any]:
+    runs = {}
+    for key, n in zip(("small", "large"), SCALE_SIZES):
+        out = work / f"scale-{n}.json"
+        start = time.perf_counter()
+        _child(["scale_one", str(work), str(n), str(out)])
+        runs[key] = json.loads(out.read_text())
+        runs[key]["process_s"] = time.perf_counter() - start
+    return runs
+
+
+# --------------------------------------------------------------------------- pipeline overhead
+
+TINY_PARAMS = {
+    "data": {"synthetic": {"images_per_class": 60, "image_size": 32}},
+    "augment": {"shard_size": 40},
+    "train": {
+        "backbone": "smallcnn", "image_size": 32, "batch_size": 16, "optimizer": "adam",
+        "learning_rate": 0.002, "fine_tune_learning_rate": 0.002, "head_epochs": 1, "fine_tune_epochs": 1,
+    },
+    "evaluate": {"explain": {"enabled": False}},
+    "register": {"min_test_auc": 0.0},
+}
+TINY_NOTE = (
+    "tiny params: 120 synthetic 32 px images, smallcnn 32 px, batch 16, 1+1 epochs, "
+    "explain off, register gate 0"
+)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def section_pipeline(work: Path) -> dict[str, Any]:
+    import yaml
+
+    from fakeface.config import parse_params
+
+    proj = work / "project"
+    shutil.rmtree(proj, ignore_errors=True)
+    proj.mkdir(parents=True)
+    for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
+        shutil.copy(ROOT / name, proj / name)
+    for name in (".dvc", "src", "data/sources", "pipelines", "components"):
+        shutil.copytree(
+            ROOT / name, proj / name,
+            ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__", "config.local", "*.egg-info"),
+        )
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY_PARAMS)
+    parse_params(params)  # fail here, not halfway through a stage
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def run(args, cwd=proj, extra_env=None):
+        start = time.perf_counter()
+        done = subprocess.run(args, cwd=cwd, env={**env, **(extra_env or {})}, capture_output=True, text=True)
+        took = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{args} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
+        return took, done.stdout + done.stderr
+
+    run(["git", "init", "-q"])
+    run(["git", "add", "-A"])
+    run(["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"])
+    dvc_s, out = run(["dvc", "repro"])
+    stages = out.count("Running stage")
+    noop = [run(["dvc", "repro"])[0] for _ in range(2)]
+
+    kfp_dir = work / "kfp"
+    shutil.rmtree(kfp_dir, ignore_errors=True)
+    code = (
+        "import json, sys; from pipelines.training import run_local; "
+        f"run_local(json.loads(sys.argv[1]), workdir={str(kfp_dir)!r}, "
+        f"mlflow_tracking_uri={'sqlite:///' + str(work / 'kfp-mlflow.db')!r})"
+    )
+    kfp_s, _ = run([sys.executable, "-c", code, json.dumps(params)], cwd=proj)
+    return {
+        "dvc_repro_s": dvc_s, "stages_run": stages, "noop_repro_s": statistics.median(noop), "noop_all": noop,
+        "kfp_local_s": kfp_s, "params_note": TINY_NOTE,
+    }
+
+
+# --------------------------------------------------------------------------- plumbing
+
+SECTIONS = {
+    "input": section_input,
+    "training": section_training,
+    "inference": section_inference,
+    "scale": section_scale,
+    "pipeline": section_pipeline,
+}
+
+
+def _child(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "bench.sections", *args], cwd=ROOT, check=True)
+
+
+def main(argv: list[str]) -> None:
+    name, work = argv[0], Path(argv[1])
+    if name == "scale_one":
+        result = scale_one(work, int(argv[2]))
+        out = Path(argv[3])
+    else:
+        result = SECTIONS[name](work)
+        out = Path(argv[2])
+    out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,52 @@
+"""The bench's table writing on fake numbers (the real benchmark is not run in CI: `make bench`)."""
+
+from __future__ import annotations
+
+import json
+
+from bench.report import COLUMNS, markdown, rows
+
+FAKE = {
+    "input": {"shards": 2000.0, "idfd": 800.0, "decode_limit": 3000.0, "decode_limit_pil": 1300.0,
+              "cache_variant": 5000.0, "images": 1000, "size": 256, "batch": 64, "threads": 2},
+    "training": {"batch": 32, "warmup": 3, "steps": 10, "smallcnn_64": 150.0, "mobilenetv2_128": 45.0,
+                 "gpu": "skipped: no GPU"},
+    "inference": {"images": 1000, "size": 64, "batch_size": 64, "per_image_n": 100, "batch": 300.0,
+                  "per_image": 15.0},
+    "scale": {"small": {"n": 1000, "wall_s": 5.0, "rss_mb": 700.0},
+              "large": {"n": 10000, "wall_s": 65.0, "rss_mb": 750.0}},
+    "pipeline": {"noop_repro_s": 3.0, "dvc_repro_s": 100.0, "kfp_local_s": 150.0, "params_note": "tiny"},
+}
+
+
+def _verdicts(table_rows):
+    return {row["benchmark"]: row["verdict"] for row in table_rows}
+
+
+def test_rows_carry_targets_and_verdicts():
+    verdicts = _verdicts(rows(FAKE))
+    assert verdicts["input: shards / image_dataset_from_directory"] == "PASS"  # 2.5x >= 2x
+    assert verdicts["input: shards / decode limit"] == "MISS"  # 0.67 < 0.8
+    assert verdicts["predict: batch / per-image"] == "PASS"  # 20x
+    assert verdicts["scale: wall-time ratio (10x images)"] == "MISS"  # 13 > 12
+    assert verdicts["scale: peak RSS ratio"] == "PASS"
+    assert verdicts["pipeline: dvc repro, nothing changed"] == "PASS"
+    assert verdicts["pipeline: kfp.local / dvc repro"] == "MISS"  # 1.5 > 1.3
+    assert verdicts["train step GPU: Xception 256 px (+/- mixed precision, XLA)"] == "skipped"
+    assert verdicts["train step CPU: smallcnn 64 px"] == "-"  # a rate with no target
+
+
+def test_markdown_has_the_columns_and_every_row():
+    results = {"meta": {"date": "today", "cpus": 2, "total_s": 1.0}, "raw": FAKE, "rows": rows(FAKE)}
+    text = markdown(results)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| "))
+    assert [cell.strip() for cell in header.strip("|").split("|")] == list(COLUMNS)
+    assert sum(line.startswith("| ") for line in lines) == len(results["rows"]) + 1
+    assert "| >= 2x | PASS |" in text and "| >= 0.80 | MISS |" in text and "skipped: no GPU" in text
+    json.dumps(results)  # what latest.json holds must serialise
+
+
+def test_a_failed_section_shows_as_a_miss():
+    verdicts = _verdicts(rows({"pipeline": {"error": "section exited 1"}}))
+    assert verdicts == {"pipeline: FAILED": "MISS"}
