@@ -70,3 +70,19 @@ def shared_sample():
     if not (SHARED_SAMPLE / "real").is_dir():
         pytest.skip("../shared/data/faces-sample is not present (a fresh clone has none)")
     return SHARED_SAMPLE
+
+
+def train_tiny(root: Path, shards: Path):
+    """Train the small CNN for two epochs in ``root`` with a tracking store of its own.
+
+    For test modules that need a trained model and its MLflow run; returns the params. The
+    caller's fixture keeps ``root`` (model.keras, run.json, mlflow.db) for its tests.
+    """
+    from fakeface.train import train
+
+    params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
+    return params

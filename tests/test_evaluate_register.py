@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import small_params
+from conftest import train_tiny
 from fakeface.config import EvaluateConfig, RegisterConfig
 from fakeface.evaluate import classification_table, compute_metrics, evaluate
 from fakeface.register import register
@@ -44,16 +44,10 @@ def test_seed_style_table_has_its_columns():
 @pytest.fixture(scope="module")
 def trained(synthetic_shards, tmp_path_factory):
     """A model trained for two epochs, with its MLflow run, in a module-wide store."""
-    from fakeface.train import train
-
     _, shards = synthetic_shards
     root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.chdir(root)
-        params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
-        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
-        yield root, shards, params
+    params = train_tiny(root, shards)
+    return root, shards, params
 
 
 def test_evaluate_writes_numbers_plots_and_logs_them(trained, monkeypatch):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import small_params
+from conftest import train_tiny
 from fakeface.config import ConfigError, parse_params
 from fakeface.explain import (
     explain_images,
@@ -87,15 +87,9 @@ def test_heatmap_is_scaled_and_clipped():
 def trained_model(synthetic_shards, tmp_path_factory):
     import keras
 
-    from fakeface.train import train
-
     _, shards = synthetic_shards
     root = tmp_path_factory.mktemp("explain")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.chdir(root)
-        params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
-        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
+    train_tiny(root, shards)
     return keras.models.load_model(root / "model.keras", compile=False), shards
 
 

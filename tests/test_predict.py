@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import small_params
+from conftest import train_tiny
 from fakeface.config import EvaluateConfig, RegisterConfig
 from fakeface.predict import expand_inputs, load_input
 
@@ -24,15 +24,13 @@ def registered(synthetic_shards, tmp_path_factory):
     """Train, evaluate (Youden threshold on valid), register as @champion in a module store."""
     from fakeface.evaluate import evaluate
     from fakeface.register import register
-    from fakeface.train import train
 
     _, shards = synthetic_shards
     root = tmp_path_factory.mktemp("predict")
+    train_tiny(root, shards)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.chdir(root)
-        params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
-        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
         cfg = EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False})
         evaluation = evaluate(cfg, root / "model.keras", shards, root / "evaluate.json", root / "plots",
                               root / "reports" / "evaluate", run_info_path=root / "run.json")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import small_params
+from conftest import train_tiny
 from fakeface.calibration import (
     calibration_table,
     expected_calibration_error,
@@ -112,16 +112,10 @@ def test_calibration_table_matches_sklearn_calibration_curve():
 
 @pytest.fixture(scope="module")
 def trained(synthetic_shards, tmp_path_factory):
-    from fakeface.train import train
-
     _, shards = synthetic_shards
     root = tmp_path_factory.mktemp("threshold")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.chdir(root)
-        params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
-        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
-        yield root, shards
+    train_tiny(root, shards)
+    return root, shards
 
 
 def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(trained, monkeypatch):

@@ -91,11 +91,11 @@ def base_params(params: Params) -> Params:
     )
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:
@@ -129,7 +129,7 @@ def build_spec(params: Params, shards_dir: str | Path | None = None) -> dict[str
                 factor["low"], factor["high"] = min(space.low, current), max(space.high, current)
         else:
             choices = list(space)
-            if cfg.sampler == "one-at-a-time" and not any(_same(current, c) for c in choices):
+            if cfg.sampler == "one-at-a-time" and not any(same_value(current, c) for c in choices):
                 choices.append(current)
             factor = {"path": path, "kind": "categorical", "choices": choices, "values": list(choices)}
         factors.append(factor)
@@ -141,9 +141,9 @@ def build_spec(params: Params, shards_dir: str | Path | None = None) -> dict[str
         configs = [{"name": "base", "factor": None, "overrides": at_base}]
         for f in factors:
             for value in f["values"]:
-                if not _same(value, at_base[f["path"]]):
+                if not same_value(value, at_base[f["path"]]):
                     configs.append({
-                        "name": f"{f['path']}={_fmt(value)}", "factor": f["path"],
+                        "name": f"{f['path']}={format_value(value)}", "factor": f["path"],
                         "overrides": {**at_base, f["path"]: value},
                     })
         candidates = [c["overrides"] for c in configs]
@@ -197,7 +197,7 @@ def build_spec(params: Params, shards_dir: str | Path | None = None) -> dict[str
 
 
 def _describe(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+    return ", ".join(f"{k}={format_value(v)}" for k, v in overrides.items())
 
 
 def _data_digest(shards_dir: str | Path | None) -> str | None:

@@ -18,24 +18,12 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from fakeface.ablation import CONFIG_PARAM, SPEC_ATTR, best_trial, importances, trial_params
+from fakeface.ablation import CONFIG_PARAM, SPEC_ATTR, format_value, same_value, best_trial, importances, trial_params
 from fakeface.config import parse_params
 
 log = logging.getLogger(__name__)
 
 FILES = ("report.md", "best_params.yaml", "importances.json", "trials.csv", "optimization_history.png")
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "null"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _value(trial: FrozenTrial) -> str:
@@ -57,7 +45,7 @@ def _overrides(trial: FrozenTrial, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(overrides: dict[str, Any], base: dict[str, Any]) -> str:
-    changed = [f"{k}={_fmt(v)}" for k, v in overrides.items() if not _same(v, base.get(k))]
+    changed = [f"{k}={format_value(v)}" for k, v in overrides.items() if not same_value(v, base.get(k))]
     return ", ".join(changed) or "base"
 
 
@@ -80,11 +68,11 @@ def classification_table(metrics: dict[str, Any]) -> str:
 def _pick(trials: list[FrozenTrial], path: str, value: Any, base: dict[str, Any], spec: dict[str, Any],
           maximize: bool) -> tuple[FrozenTrial | None, str]:
     """The trial that shows ``path = value``: others at base if one ran so, else the best."""
-    having = [t for t in trials if _same(_overrides(t, spec).get(path), value)]
+    having = [t for t in trials if same_value(_overrides(t, spec).get(path), value)]
     if not having:
         return None, "not run"
     alone = [t for t in having
-             if all(_same(v, base.get(k)) for k, v in _overrides(t, spec).items() if k != path)]
+             if all(same_value(v, base.get(k)) for k, v in _overrides(t, spec).items() if k != path)]
     pool, note = (alone, "others at base") if alone else (having, f"best of {len(having)} trials with this value")
     complete = [t for t in pool if t.state == TrialState.COMPLETE]
     if complete:
@@ -125,9 +113,9 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
         "choose a configuration: retrain the chosen one and evaluate it on test."
     )
     out.append("")
-    base_desc = ", ".join(f"{k}={_fmt(v)}" for k, v in base.items())
+    base_desc = ", ".join(f"{k}={format_value(v)}" for k, v in base.items())
     out.append(f"Base configuration: {base_desc}" + (
-        f"; fixed for every trial: {', '.join(f'{k}={_fmt(v)}' for k, v in spec['fixed'].items())}"
+        f"; fixed for every trial: {', '.join(f'{k}={format_value(v)}' for k, v in spec['fixed'].items())}"
         if spec["fixed"] else ""
     ) + ".")
     out.append("")
@@ -157,8 +145,8 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
                    f"**{best.value:.4f}**; MLflow run `{best.user_attrs.get('mlflow_run_id', '?')}`.")
         out += ["", "| parameter | value | base |", "|---|---|---|"]
         for key, value in overrides.items():
-            mark = "" if _same(value, base.get(key)) else " ←"
-            out.append(f"| `{key}` | {_fmt(value)}{mark} | {_fmt(base.get(key))} |")
+            mark = "" if same_value(value, base.get(key)) else " ←"
+            out.append(f"| `{key}` | {format_value(value)}{mark} | {format_value(base.get(key))} |")
         out.append("")
         if "valid_metrics" in best.user_attrs:
             out.append(classification_table(best.user_attrs["valid_metrics"]))
@@ -171,13 +159,13 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
             out += ["Sampled continuously by TPE: see the trials table below.", ""]
             continue
         values = list(factor["values"])
-        if not any(_same(v, base[path]) for v in values):
+        if not any(same_value(v, base[path]) for v in values):
             values.insert(0, base[path])
         picks = [(value, *_pick(finished, path, value, base, spec, maximize)) for value in values]
         out += [f"| value | trial | state | {objective} | accuracy | real F1 | fake F1 | which trial |",
                 "|---|---:|---|---:|---:|---:|---:|---|"]
         for value, trial, note in picks:
-            label = f"{_fmt(value)}{' (base)' if _same(value, base[path]) else ''}"
+            label = f"{format_value(value)}{' (base)' if same_value(value, base[path]) else ''}"
             if trial is None:
                 out.append(f"| {label} | | not run | | | | | |")
                 continue
@@ -192,7 +180,7 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
         for value, trial, _ in picks:
             if trial is None or "valid_metrics" not in trial.user_attrs:
                 continue
-            out.append(f"#### `{path}` = {_fmt(value)}{' (base)' if _same(value, base[path]) else ''}"
+            out.append(f"#### `{path}` = {format_value(value)}{' (base)' if same_value(value, base[path]) else ''}"
                        f" · trial {trial.number} · {objective} {_value(trial)}")
             out += ["", f"*Validation split, the model trial {trial.number} trained "
                         f"({_differences(_overrides(trial, spec), base)}).*", ""]
