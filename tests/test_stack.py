@@ -101,15 +101,19 @@ def running_stack(tmp_path_factory):
         _no_aws_env(mp)
         cfg = stack.load_config(root, **free_stack_ports())
         try:
-            try:
-                result = stack.up(cfg)
-            except stack.StackError as first_error:
-                # A random port can be taken between choosing and binding it (another test run
-                # on the machine); one more try on fresh ports tells that from a broken stack.
-                stack.down(cfg)
-                cfg = stack.load_config(root, **free_stack_ports())
-                result = stack.up(cfg)
-                warnings.warn(f"stack up succeeded on the second try; first: {first_error}")
+            # SeaweedFS now and then dies at start-up on a loaded machine (a random port taken
+            # between choosing and binding it, by another test run); fresh ports on a second and
+            # third try tell that from a broken stack, which fails all three.
+            for attempt in range(1, 4):
+                try:
+                    result = stack.up(cfg)
+                    break
+                except stack.StackError as error:
+                    stack.down(cfg)
+                    if attempt == 3:
+                        raise
+                    warnings.warn(f"stack up failed on try {attempt}, retrying on fresh ports: {error}")
+                    cfg = stack.load_config(root, **free_stack_ports())
             yield cfg, result.credentials, result.seconds
         finally:
             stack.down(cfg)
