@@ -282,12 +282,17 @@ def train(
                 validation_data=datasets.get("valid"),
                 initial_epoch=done,
                 epochs=done + epochs,
-                # The epoch is recorded before it is backed up: a kill between the two reruns
-                # that epoch (and overwrites its row) rather than leaving a gap in the history.
+                # Every epoch is recorded (state, MLflow) before it is backed up, last: a kill
+                # between the two reruns that epoch (and overwrites its row and metric step)
+                # rather than leaving a gap in the history.
                 callbacks=[
                     EpochRecorder(state, phase),
-                    keras.callbacks.BackupAndRestore(str(Path(cfg.checkpoint_dir) / phase)),
                     *callbacks,
+                    # double_checkpoint: a kill while the weights file is being written leaves
+                    # it unreadable; Keras then restores the previous epoch's copy instead.
+                    keras.callbacks.BackupAndRestore(
+                        str(Path(cfg.checkpoint_dir) / phase), double_checkpoint=True
+                    ),
                 ],
                 verbose=2,
             )
