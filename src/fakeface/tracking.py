@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
 from fakeface.stack import check_tracking_server
 
@@ -176,10 +175,3 @@ def log_run_params(flat_params: dict[str, Any]) -> None:
 def log_stage_settings(section: str, settings: dict[str, Any]) -> None:
     """A rerunnable stage's settings, as tags ``<section>.<key>`` that a rerun may overwrite."""
     mlflow.set_tags({f"{section}.{k}": str(v) for k, v in settings.items()})
-
-
-def latest_alias_version(model_name: str, alias: str) -> str | None:
-    try:
-        return MlflowClient().get_model_version_by_alias(model_name, alias).version
-    except mlflow.exceptions.MlflowException:
-        return None
