@@ -64,17 +64,18 @@ def section_input(work: Path) -> dict[str, Any]:
     from fakeface.augmentations import build_augmenter
     from fakeface.config import AugmentConfig, parse_params
     from fakeface.data import make_dataset
-    from fakeface.ingest import ingest
-    from fakeface.manifest import read_manifest
-    from fakeface.shards import parse_example, shard_files, write_shards
+    from fakeface.shards import parse_example, shard_files
+    from fakeface.stage_paths import AugmentPaths, IngestPaths
+    from fakeface.stages import get_stage
 
     size, batch = 256, 64
     data = _dataset_dir(work, size, INPUT_IMAGES)
     stage = work / "input-stage"
     shutil.rmtree(stage, ignore_errors=True)
     params = parse_params({"data": {"source": str(data)}})
-    ingest(params.data, params.seed, stage / "raw", stage / "manifest.csv", stage / "report.json")
-    write_shards(read_manifest(stage / "manifest.csv"), stage / "shards", params.augment.shard_size)
+    ingested = IngestPaths.in_artifacts(stage)
+    get_stage("ingest").run(params, ingested)
+    get_stage("augment").run(params, AugmentPaths(manifest=ingested.manifest, shards=stage / "shards"))
     splits = ("train", "valid", "test")
     aug = AugmentConfig()  # the default: flip only
 
@@ -265,17 +266,19 @@ def section_inference(work: Path) -> dict[str, Any]:
 
 def scale_one(work: Path, n: int) -> dict[str, Any]:
     """ingest + augment of the n-image 64 px set, in this (fresh) process."""
-    from fakeface.augment import augment
     from fakeface.config import parse_params
-    from fakeface.ingest import ingest
+    from fakeface.stage_paths import AugmentPaths, IngestPaths, PreviewPaths
+    from fakeface.stages import get_stage
 
     stage = work / f"scale-{n}"
     shutil.rmtree(stage, ignore_errors=True)
     params = parse_params({"data": {"source": str(_dataset_dir(work, 64, n))}})
+    ingested = IngestPaths.in_artifacts(stage)
     start = time.perf_counter()
-    ingest(params.data, params.seed, stage / "raw", stage / "manifest.csv", stage / "report.json")
+    get_stage("ingest").run(params, ingested)
     mid = time.perf_counter()
-    augment(params.augment, params.seed, stage / "manifest.csv", stage / "shards", stage / "preview.png")
+    get_stage("augment").run(params, AugmentPaths(manifest=ingested.manifest, shards=stage / "shards"))
+    get_stage("preview").run(params, PreviewPaths(manifest=ingested.manifest, preview=stage / "preview.png"))
     end = time.perf_counter()
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     return {"n": n, "wall_s": end - start, "ingest_s": mid - start, "augment_s": end - mid, "rss_mb": rss_kb / 1024}

@@ -1,4 +1,5 @@
-"""Kubeflow Pipelines (v2) components of the ablation pipeline (issue 5), thin wrappers again.
+"""Kubeflow Pipelines (v2) components of the ablation pipeline, thin wrappers over
+:mod:`fakeface.ablation`.
 
 =================  ==========================================  =====================================
 component          inputs                                      outputs
@@ -16,7 +17,8 @@ retrain_best       params, storage, study_name, shards         ``model`` (Model)
                                                                (Artifact: evaluate.json, plots/...),
                                                                ``metrics`` (Metrics),
                                                                ``classification``
-                                                               (ClassificationMetrics)
+                                                               (ClassificationMetrics), ``report``
+                                                               (Markdown)
 =================  ==========================================  =====================================
 
 ``storage`` is the Optuna RDB URL every task shares. Locally (``kfp.local``) it is an absolute
@@ -24,11 +26,12 @@ retrain_best       params, storage, study_name, shards         ``model`` (Model)
 (with its password) then comes from the Kubernetes Secret as ``FAKEFACE_ABLATION_STORAGE``; a
 ``storage`` argument holding ``user:password@`` is refused, so no password is ever a parameter.
 
-The shares are decided once, by ``ablation_prepare``: workers started at different times would
-otherwise each see a different number of trials left, and with a grid two workers could run the
-same configuration. They reach the workers in the ``plan`` artifact, not as parameters: kfp.local
-(2.17) replaces every task-output *parameter* of a task inside a ``ParallelFor`` with the loop
-item (``create_parameter_loop_iteration_task_spec``), while artifacts pass through.
+The shares are decided once, by ``ablation_prepare`` (:func:`fakeface.ablation.plan_study`). They
+reach the workers in the ``plan`` artifact, not as parameters: kfp.local (2.17) replaces every
+task-output *parameter* of a task inside a ``ParallelFor`` with the loop item
+(``create_parameter_loop_iteration_task_spec``), while artifacts pass through. Trial folders and
+the retrain's checkpoints go to ``FAKEFACE_ABLATION_WORKDIR`` if set, else a scratch folder of
+each pod.
 
 No ``from __future__ import annotations`` here: KFP reads the annotations as types.
 """
@@ -36,7 +39,7 @@ No ``from __future__ import annotations`` here: KFP reads the annotations as typ
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components._ablation_runtime import storage_url
+from components.ablation_runtime import storage_url
 from components.stages import IMAGE
 
 __all__ = ["ablation_finalize", "ablation_prepare", "ablation_worker", "retrain_best", "storage_url"]
@@ -45,24 +48,13 @@ __all__ = ["ablation_finalize", "ablation_prepare", "ablation_worker", "retrain_
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ablation_prepare(params: str, storage: str, workers: int, shards: Input[Dataset], plan: Output[Artifact]) -> str:
     """Create (or reopen) the Optuna study and its MLflow parent run; split the trials left."""
-    import json
-    from pathlib import Path
+    from components import ablation_runtime as art
+    from components import runtime as rt
+    from fakeface.ablation.workers import plan_study
 
-    from components import _runtime as rt
-    from components._ablation_runtime import storage_url
-    from fakeface import ablation
-
-    rt.begin()
-    cfg = rt.parse_params(params)
-    url = ablation.resolve_storage(cfg, storage_url(storage))
-    name = ablation.prepare_study(cfg, Path(shards.path), url)
-    study = ablation.load_study(url, name, cfg)
-    target = ablation.study_target(study.user_attrs[ablation.SPEC_ATTR], cfg.ablation.n_trials)
-    shares = ablation.split_trials(max(0, target - ablation.n_finished(study)), workers)
-    shares += [0] * (workers - len(shares))
-    Path(plan.path).write_text(json.dumps({"study_name": name, "shares": shares}) + "\n")
-    plan.metadata.update({"study_name": name, "shares": shares})
-    return name
+    planned = plan_study(rt.begin(params), rt.absolute(shards.path), art.storage_url(storage), workers=workers)
+    art.write_plan(plan, planned)
+    return planned["study_name"]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -70,25 +62,17 @@ def ablation_worker(
     params: str, storage: str, plan: Input[Artifact], worker_index: int, shards: Input[Dataset]
 ) -> int:
     """Run this worker's share of the study's trials (each a nested MLflow run)."""
-    import json
-    import tempfile
-    from pathlib import Path
+    from components import ablation_runtime as art
+    from components import runtime as rt
+    from fakeface.ablation.workers import run_worker
 
-    from components import _runtime as rt
-    from components._ablation_runtime import storage_url
-    from fakeface import ablation
-
-    rt.begin()
-    cfg = rt.parse_params(params)
-    url = ablation.resolve_storage(cfg, storage_url(storage))
-    planned = json.loads(Path(plan.path).read_text())
-    study_name, n_trials = planned["study_name"], planned["shares"][worker_index]
-    if n_trials <= 0:
-        return 0
-    shards_dir = Path(shards.path).absolute()
-    # ablation.workdir (trial folders, checkpoints) is relative: a scratch folder of this pod.
-    with rt.working_dir(tempfile.mkdtemp(prefix="fakeface-ablation-")):
-        return ablation.run_worker(cfg, shards_dir, url, study_name, n_trials, worker_index=worker_index)
+    cfg = rt.begin(params)
+    planned = art.read_plan(plan)
+    shards_dir = rt.absolute(shards.path)
+    # Trial folders: FAKEFACE_ABLATION_WORKDIR (e.g. a mounted volume), else a scratch folder of this pod.
+    with rt.working_dir(rt.scratch("ablation")):
+        return run_worker(cfg, shards_dir, art.storage_url(storage), planned["study_name"],
+                          planned["shares"][worker_index], worker_index=worker_index)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -103,25 +87,14 @@ def ablation_finalize(
     """The study's report, best params and importances, also on the MLflow parent run."""
     from pathlib import Path
 
-    from components import _runtime as rt
-    from components._ablation_runtime import storage_url
-    from fakeface import ablation
+    from components import ablation_runtime as art
+    from components import runtime as rt
+    from fakeface.ablation.report import finalize_study
 
-    rt.begin()
-    cfg = rt.parse_params(params)
-    url = ablation.resolve_storage(cfg, storage_url(storage))
+    rt.begin(params)  # validates them; the study holds the params it was made with
     out = Path(study.path)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = ablation.finalize_study(url, study_name, out, out / "summary.json")
-    if summary["n_complete"] == 0:
-        raise RuntimeError(f"study {study_name!r}: no trial completed ({summary['n_failed']} failed)")
-    Path(report.path).write_text((out / "report.md").read_text())
-    for key in ("n_complete", "n_pruned", "n_failed"):
-        study_metrics.log_metric(key, float(summary[key]))
-    if summary["best"] is not None:
-        study_metrics.log_metric("best_value", float(summary["best"]["value"]))
-        study_metrics.log_metric("best_trial", float(summary["best"]["number"]))
-    study.metadata.update({"study_name": study_name, "n_complete": summary["n_complete"]})
+    summary = finalize_study(art.storage_url(storage), study_name, out, out / "summary.json")
+    art.record_study(summary, study, report, study_metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -134,71 +107,22 @@ def retrain_best(
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    report: Output[Markdown],
 ):
     """The best trial's config trained on train + valid (all epochs), evaluated on test."""
-    import tempfile
-    from pathlib import Path
+    from components import ablation_runtime as art
+    from components import runtime as rt
+    from fakeface.ablation.retrain import retrain_best as run_retrain
+    from fakeface.stage_paths import EvaluatePaths, TrainPaths
 
-    import mlflow
-    import yaml
-
-    from components import _runtime as rt
-    from components._ablation_runtime import storage_url
-    from fakeface import ablation
-    from fakeface.evaluate import evaluate as run_evaluate
-    from fakeface.train import train as run_train
-
-    rt.begin()
-    cfg = rt.parse_params(params)
-    url = ablation.resolve_storage(cfg, storage_url(storage))
-    best = ablation.best_params(url, study_name)
-    model_dir = Path(model.path).absolute()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "best_params.yaml").write_text(yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False))
-    shards_dir = Path(shards.path).absolute()
-    with rt.working_dir(tempfile.mkdtemp(prefix="fakeface-retrain-")):
-        result = run_train(
-            best, shards_dir, model_dir / "model.keras", model_dir / "run.json", model_dir / "history.csv",
-            model_dir / "train.json", train_splits=("train", "valid"), validation_split=None,
-        )
-    client = mlflow.MlflowClient()
-    client.set_tag(result.run_id, "fakeface.stage", "ablation-retrain")
-    client.set_tag(result.run_id, "fakeface.ablation.study", study_name)
-
-    out = Path(evaluation.path)
-    out.mkdir(parents=True, exist_ok=True)
-    # The retrained model has seen the valid split: a threshold chosen on it would be optimistic,
-    # so the retrain is evaluated at the fixed evaluate.threshold.
-    test = run_evaluate(
-        best.evaluate.model_copy(update={"threshold_method": "fixed"}),
-        model_dir / "model.keras",
-        shards_dir,
-        out / "evaluate.json",
-        out / "plots",
-        out / "reports",
-        run_info_path=model_dir / "run.json",
-        experiment=best.tracking.experiment,
-    )
-    for name in ("accuracy", "auc", "average_precision", "threshold"):
-        metrics.log_metric(name, float(test[name]))
-    confusion = test["confusion"]
-    classification.log_confusion_matrix(
-        ["real", "fake"], [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
-    )
-    fpr, tpr, threshold = rt.roc_points(out / "plots" / "roc.csv")
-    classification.log_roc_curve(fpr, tpr, threshold)
-    model.metadata.update(
-        {
-            "framework": "keras",
-            "file": "model.keras",
-            "backbone": best.train.backbone,
-            "mlflow_run_id": result.run_id,
-            "epochs": result.epochs_run,
-            "train_splits": "train+valid",
-            "study_name": study_name,
-        }
-    )
-    evaluation.metadata.update({"auc": test["auc"], "accuracy": test["accuracy"], "n": test["n"]})
+    cfg = rt.begin(params)
+    train_paths = TrainPaths.in_artifacts(rt.absolute(model.path), shards=rt.absolute(shards.path))
+    evaluate_paths = EvaluatePaths.in_artifacts(rt.absolute(evaluation.path))
+    # Checkpoints: in FAKEFACE_ABLATION_WORKDIR (e.g. a mounted volume), else a scratch folder of this pod.
+    with rt.working_dir(rt.scratch("retrain")):
+        result = run_retrain(cfg, art.storage_url(storage), study_name, train_paths, evaluate_paths)
+    model.metadata.update(art.retrain_model_metadata(result))
+    rt.record_evaluation(result.test, evaluate_paths, evaluation, metrics, classification, report)
 
 
 COMPONENTS = (ablation_prepare, ablation_worker, ablation_finalize, retrain_best)

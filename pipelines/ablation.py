@@ -29,7 +29,7 @@ from kfp.dsl import Artifact, Markdown
 from components import ablation as ablation_components
 from components import stages
 from pipelines.settings import KubeflowSettings
-from pipelines.training import _configure, _ensure_experiment, params_json
+from pipelines.training import configure_task, ensure_experiment, params_json
 
 PIPELINE_NAME = "fakeface-ablation"
 DEFAULT_PACKAGE = Path("pipelines") / "ablation_pipeline.yaml"
@@ -48,7 +48,7 @@ def _workers(params_argument: str, workers: int | None) -> int:
 
 
 def _configure_ablation(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
-    _configure(SETTINGS_OF[name], task, settings)
+    configure_task(SETTINGS_OF[name], task, settings)
     task.set_caching_options(False)
     k8s.use_secret_as_env(
         task, secret_name=settings.secret_name, secret_key_to_env={STORAGE_ENV: STORAGE_ENV}, optional=True
@@ -98,8 +98,8 @@ def build_ablation_pipeline(
         retrain_task = ablation_components.retrain_best(
             params=params, storage=storage, study_name=study_name, shards=shards
         ).after(finalize_task)
-        _configure("ingest", ingest_task, settings)
-        _configure("augment", augment_task, settings)
+        configure_task("ingest", ingest_task, settings)
+        configure_task("augment", augment_task, settings)
         _configure_ablation("ablation-prepare", prepare_task, settings)
         _configure_ablation("ablation-finalize", finalize_task, settings)
         _configure_ablation("retrain-best", retrain_task, settings)
@@ -152,7 +152,7 @@ def run_ablation_local(
     settings = (settings or KubeflowSettings.from_env()).for_local(uri)
     argument = params_json(params)
     url = storage or f"sqlite:///{root / 'optuna.db'}"
-    _ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
+    ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
     pipeline = build_ablation_pipeline(settings, default_params=argument, workers=workers, default_storage=url)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     task = pipeline(params=argument, storage=url)

@@ -19,9 +19,11 @@ pods from the Kubernetes Secret (:data:`SECRET_KEYS`), and a tracking or S3 URI 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+
+from fakeface import FakefaceError
+from fakeface.redact import has_credentials
 
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 DEFAULT_SECRET = "fakeface-credentials"
@@ -38,13 +40,11 @@ SECRET_KEYS: tuple[tuple[str, bool], ...] = (
 MLFLOW_STAGES = ("eda", "train", "evaluate", "register")
 #: Stages whose results KFP may reuse: they are pure functions of params and their inputs.
 #: train/evaluate/register are not cached: each run must create its own MLflow run and model.
-CACHED_STAGES = ("ingest", "eda", "augment")
-STAGE_NAMES = ("ingest", "eda", "augment", "train", "evaluate", "register")
-
-_CREDENTIALS_IN_URI = re.compile(r"//[^/@]+@")
+CACHED_STAGES = ("ingest", "eda", "augment", "preview")
+STAGE_NAMES = ("ingest", "eda", "augment", "preview", "train", "evaluate", "register")
 
 
-class SettingsError(ValueError):
+class SettingsError(FakefaceError):
     """A cluster setting that cannot be used (the message says which and why)."""
 
 
@@ -63,6 +63,7 @@ DEFAULT_RESOURCES: Mapping[str, Resources] = {
     "ingest": Resources(cpu="2", memory="4Gi", memory_limit="8Gi"),
     "eda": Resources(cpu="1", memory="2Gi", memory_limit="4Gi"),
     "augment": Resources(cpu="2", memory="4Gi", memory_limit="8Gi"),
+    "preview": Resources(cpu="1", memory="2Gi", memory_limit="4Gi"),
     "train": Resources(cpu="4", memory="16Gi", memory_limit="32Gi"),
     "evaluate": Resources(cpu="2", memory="8Gi", memory_limit="16Gi"),
     "register": Resources(cpu="1", memory="4Gi", memory_limit="8Gi"),
@@ -116,7 +117,7 @@ class KubeflowSettings:
             raise SettingsError("image: must name the project image, e.g. ghcr.io/fakeface/fakeface:0.1.0")
         for name, uri in (("MLflow tracking URI", self.mlflow_tracking_uri),
                           ("S3 endpoint URL", self.s3_endpoint_url or "")):
-            if _CREDENTIALS_IN_URI.search(uri):
+            if has_credentials(uri):
                 raise SettingsError(
                     f"{name} holds credentials (user:password@); it would be written into the "
                     f"compiled pipeline. Put them in the Kubernetes Secret {self.secret_name!r} "

@@ -51,7 +51,7 @@ def params_json(params: Any = None) -> str:
     return json.dumps(params.model_dump(mode="json"))
 
 
-def _configure(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
+def configure_task(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
     """Image, requests, env, caching, and (train) the GPU; the Secret for MLflow stages."""
     resources = settings.resources[name]
     task.set_container_image(settings.image)
@@ -95,12 +95,13 @@ def build_pipeline(settings: KubeflowSettings | None = None, default_params: str
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="fakeface: GAN-face detector. ingest -> eda, augment -> train -> evaluate -> register.",
+        description="fakeface: GAN-face detector. ingest -> eda, augment, preview -> train -> evaluate -> register.",
     )
     def training_pipeline(params: str = default) -> Outputs:
         ingest_task = stages.ingest(params=params)
         eda_task = stages.eda(params=params, data=ingest_task.outputs["data"])
         augment_task = stages.augment(params=params, data=ingest_task.outputs["data"])
+        preview_task = stages.preview(params=params, data=ingest_task.outputs["data"])
         train_task = stages.train(params=params, shards=augment_task.outputs["shards"])
         evaluate_task = stages.evaluate(
             params=params, model=train_task.outputs["model"], shards=augment_task.outputs["shards"]
@@ -109,11 +110,12 @@ def build_pipeline(settings: KubeflowSettings | None = None, default_params: str
             params=params, model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]
         )
         tasks = {
-            "ingest": ingest_task, "eda": eda_task, "augment": augment_task, "train": train_task,
+            "ingest": ingest_task, "eda": eda_task, "augment": augment_task, "preview": preview_task,
+            "train": train_task,
             "evaluate": evaluate_task, "register": register_task,
         }
         for name, task in tasks.items():
-            _configure(name, task, settings)
+            configure_task(name, task, settings)
         return Outputs(
             evaluation=evaluate_task.outputs["evaluation"],
             registration=register_task.outputs["registration"],
@@ -160,14 +162,14 @@ def run_local(
     uri = mlflow_tracking_uri or tracking.tracking_uri()
     settings = (settings or KubeflowSettings.from_env()).for_local(uri)
     argument = params_json(params)
-    _ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
+    ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
     pipeline = build_pipeline(settings, default_params=argument)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     task = pipeline(params=argument)
     return dict(task.outputs)
 
 
-def _ensure_experiment(uri: str, name: str) -> None:
+def ensure_experiment(uri: str, name: str) -> None:
     """Create the MLflow experiment from here, before any step does.
 
     With a local store (SQLite, a folder) MLflow puts a new experiment's artifacts under

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,14 @@ def small_params(**sections):
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory):
     """Ingest + pack a 120-image synthetic set once per session; returns (params, shards_dir)."""
-    from fakeface.ingest import ingest
-    from fakeface.manifest import read_manifest
-    from fakeface.shards import write_shards
+    from fakeface.stage_paths import AugmentPaths, IngestPaths
+    from fakeface.stages import get_stage
 
     root = tmp_path_factory.mktemp("synthetic")
     params = small_params()
-    ingest(params.data, params.seed, root / "raw", root / "manifest.csv", root / "report.json")
-    write_shards(read_manifest(root / "manifest.csv"), root / "shards", params.augment.shard_size)
+    ingested = IngestPaths.in_artifacts(root)
+    get_stage("ingest").run(params, ingested)
+    get_stage("augment").run(params, AugmentPaths(manifest=ingested.manifest, shards=root / "shards"))
     return params, root / "shards"
 
 
@@ -72,17 +73,45 @@ def shared_sample():
     return SHARED_SAMPLE
 
 
-def train_tiny(root: Path, shards: Path):
-    """Train the small CNN for two epochs in ``root`` with a tracking store of its own.
+@pytest.fixture(scope="session")
+def tiny_model(synthetic_shards, tmp_path_factory):
+    """The small CNN trained once per session (two epochs) on the synthetic shards.
 
-    For test modules that need a trained model and its MLflow run; returns the params. The
-    caller's fixture keeps ``root`` (model.keras, run.json, mlflow.db) for its tests.
+    Returns ``(model_path, shards, params)``. Tests that need a trained model share this one
+    (training it costs most of their time); those that also need an MLflow run of their own use
+    :func:`tracked_model`, which copies it.
     """
-    from fakeface.train import train
+    from fakeface import train
+    from fakeface.runtime import Runtime
+    from fakeface.stage_paths import TrainPaths
 
+    _, shards = synthetic_shards
+    root = tmp_path_factory.mktemp("tiny-model")
     params = small_params(train={"head_epochs": 0, "fine_tune_epochs": 2})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.chdir(root)
-        train(params, shards, root / "model.keras", root / "run.json", root / "h.csv", root / "t.json")
-    return params
+        train.run(params, TrainPaths.in_artifacts(root, shards=shards), Runtime(checkpoint_dir=root / "checkpoints"))
+    return root / "model.keras", shards, params
+
+
+@pytest.fixture(scope="module")
+def tracked_model(tiny_model, tmp_path_factory):
+    """The session's tiny model in a folder of this module's own, with an MLflow run in a store
+    of its own (``mlflow.db`` there), so modules that log to or register from it cannot see each
+    other. Returns ``(root, shards, params)``: ``root`` holds model.keras, run.json, mlflow.db."""
+    import mlflow
+
+    from fakeface import tracking
+
+    model, shards, params = tiny_model
+    root = tmp_path_factory.mktemp("tracked")
+    shutil.copyfile(model, root / "model.keras")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        experiment = mlflow.set_experiment(params.tracking.experiment)
+        with mlflow.start_run(run_name="tiny-model") as run:
+            tracking.write_run_info(root / "run.json", run.info.run_id, experiment.experiment_id)
+    return root, shards, params

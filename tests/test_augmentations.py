@@ -1,4 +1,9 @@
-"""Seeded, stateless augmentations: each does what it says, deterministically, in eager and graph."""
+"""Seeded, stateless augmentations: each does what it says, deterministically, in eager and graph.
+
+Every registered augmentation needs a ``test_<name>_...`` here (a test below checks), and the
+pinned seeds and fingerprints at the end hold each one's draws to what they were when the
+registry replaced the if/elif: a seed must give the same augmented images release after release.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,22 @@ import math
 import numpy as np
 import pytest
 
-from fakeface.config import AUGMENTATION_ORDER, AugmentConfig
+from fakeface.config.augment import AUGMENTATION_ORDER, AugmentConfig, list_augmentations, seed_count
 
 tf = pytest.importorskip("tensorflow")
 
 from fakeface.augmentations import (  # noqa: E402
+    OPS,
     augment_image,
+    augmentation_seeds,
     build_augmenter,
     gaussian_blur,
     only,
     rotate,
 )
 
-NONE = {name: {"enabled": False} for name in AUGMENTATION_ORDER}
+NAMES = list_augmentations()  # in the order they are applied
+NONE = {name: {"enabled": False} for name in NAMES}
 SEEDS = [tf.constant([7, k], dtype=tf.int64) for k in range(60)]
 
 
@@ -175,14 +183,14 @@ def test_rotate_turns_an_asymmetric_pattern_within_max_degrees():
 
 def _combinations(k: int, most: int = 12) -> list[tuple[str, ...]]:
     """Every k-subset of the order when there are few, else ``most`` of them (fixed draw)."""
-    every = list(itertools.combinations(AUGMENTATION_ORDER, k))
+    every = list(itertools.combinations(NAMES, k))
     if len(every) <= most:
         return every
     picks = np.random.default_rng(k).choice(len(every), size=most, replace=False)
     return [every[i] for i in sorted(picks)]
 
 
-@pytest.mark.parametrize("k", range(0, len(AUGMENTATION_ORDER) + 1))
+@pytest.mark.parametrize("k", range(0, len(NAMES) + 1))
 def test_every_combination_keeps_shape_dtype_range(k):
     image = noise(40, 56, seed=k)  # not square
     for names in _combinations(k):
@@ -195,7 +203,7 @@ def test_every_combination_keeps_shape_dtype_range(k):
 
 def test_deterministic_for_a_seed_and_seed_dtype():
     image = noise()
-    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    cfg = config(**{name: None for name in NAMES})
     a = run(image, tf.constant([3, 4], tf.int64), cfg)
     b = run(image, tf.constant([3, 4], tf.int32), cfg)
     c = run(image, tf.constant([3, 5], tf.int64), cfg)
@@ -206,7 +214,7 @@ def test_deterministic_for_a_seed_and_seed_dtype():
 def test_each_augmentation_draws_independently_of_the_others():
     """All enabled equals the single-augmentation steps composed: toggling one leaves the rest."""
     image = noise()
-    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    cfg = config(**{name: None for name in NAMES})
     seed = SEEDS[5]
     composed = image
     for name in cfg.enabled():
@@ -226,7 +234,7 @@ def test_identity_when_nothing_enabled():
 def test_works_inside_dataset_map_like_eager():
     images = np.stack([noise(seed=s) for s in range(4)])
     labels = np.array([0, 1, 0, 1], np.int64)
-    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    cfg = config(**{name: None for name in NAMES})
     augmenter = build_augmenter(cfg)
     seeds = np.array([[1, k] for k in range(4)], np.int64)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels, seeds)).map(
@@ -247,7 +255,7 @@ def test_works_inside_dataset_map_like_eager():
 
 
 def test_static_shape_is_kept_in_graph_mode():
-    cfg = config(**{name: None for name in AUGMENTATION_ORDER})
+    cfg = config(**{name: None for name in NAMES})
     images = tf.data.Dataset.from_tensors(tf.zeros([40, 56, 3])).repeat(2)
     pairs = tf.data.Dataset.random(seed=1).batch(2)
     dataset = tf.data.Dataset.zip((images, pairs)).map(build_augmenter(cfg)).batch(2)
@@ -258,10 +266,12 @@ def test_static_shape_is_kept_in_graph_mode():
 
 
 def test_new_augmentations_are_appended_so_older_seeds_do_not_shift():
-    assert AUGMENTATION_ORDER[:6] == ("flip", "crop", "zoom", "rotate", "brightness", "contrast")
+    """A split's first rows do not depend on how many rows there are: a new augmentation (next
+    seed index, one more row) leaves every older one's seed as it was."""
+    assert NAMES[:6] == ["flip", "crop", "zoom", "rotate", "brightness", "contrast"]
     seed = tf.constant([42, 3], tf.int64)
     six = tf.random.experimental.stateless_split(seed, num=6).numpy()
-    now = tf.random.experimental.stateless_split(seed, num=len(AUGMENTATION_ORDER)).numpy()
+    now = tf.random.experimental.stateless_split(seed, num=seed_count()).numpy()
     np.testing.assert_array_equal(six, now[:6])
 
 
@@ -379,7 +389,7 @@ def test_jpeg_recompresses_at_a_drawn_quality_in_range():
     np.testing.assert_array_equal(fixed, by_quality[90])
 
 
-@pytest.mark.parametrize("name", AUGMENTATION_ORDER)
+@pytest.mark.parametrize("name", NAMES)
 def test_each_augmentation_changes_images_deterministically_and_keeps_labels(name):
     """Through tf.data, as training runs it: images change, labels pass through untouched."""
     images = np.stack([noise(32, 40, seed=s) for s in range(6)])
@@ -407,14 +417,118 @@ def test_preview_grid_has_a_column_per_enabled_augmentation(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from fakeface.augment import write_preview
+    from fakeface.preview import write_preview
 
     rows = []
     for k, label in enumerate(["real", "fake", "real", "fake"]):
         path = tmp_path / f"{label}_{k}.png"
         Image.fromarray(noise(32, 32, seed=k).astype(np.uint8)).save(path)
         rows.append({"path": str(path), "label": label, "split": "train", "width": 32, "height": 32})
-    cfg = config(**{name: None for name in AUGMENTATION_ORDER}).model_copy(update={"preview_images": 2})
+    cfg = config(**{name: None for name in NAMES}).model_copy(update={"preview_images": 2})
     shown = write_preview(cfg, 0, pd.DataFrame(rows), tmp_path / "preview.png")
-    assert shown["columns"] == ["original", *AUGMENTATION_ORDER, "all enabled"]
+    assert shown["columns"] == ["original", *NAMES, "all enabled"]
     assert (tmp_path / "preview.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_every_registered_augmentation_has_its_own_test():
+    tests = [name for name in globals() if name.startswith("test_")]
+    untested = [name for name in list_augmentations() if not any(t.startswith(f"test_{name}_") for t in tests)]
+    assert not untested, f"add a test_<name>_... for {untested}"
+
+
+def test_every_registered_augmentation_has_an_op():
+    OPS.check_complete()
+    assert AUGMENTATION_ORDER == tuple(NAMES)  # the constant older callers import
+
+
+def test_only_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="unknown augmentation 'sepia'.*flip"):
+        only(AugmentConfig(), "sepia")
+
+
+# --------------------------------------------------------------------------- pinned draws
+# Recorded from the module as it was before the registry (the if/elif over AUGMENTATION_ORDER).
+# A change here means a seed no longer gives the images it gave: an ablation or a rerun would no
+# longer compare like with like. Append new augmentations; never edit these.
+
+PINNED_SEEDS = {  # augmentation_seeds([42, 7])
+    "flip": (-8829611012219051326, -3685856889256889868),
+    "crop": (6322687137949982581, 231909941705266065),
+    "zoom": (8257306539084478902, -353196468747163938),
+    "rotate": (-6807369826418380309, 1286401930232220766),
+    "brightness": (1261451446877514342, 3802994434535302064),
+    "contrast": (4817231002550397707, -140074383973553614),
+    "stretch": (-7931132679646835136, 2942786409048431939),
+    "channel_shift": (-5530045183214778923, 4616126410909029495),
+    "sharpness": (-3312695983889661818, -4889349898286049794),
+    "blur": (5533719048230914280, 1847791865799286091),
+    "downscale": (-4104966604507207176, 4682925485981392546),
+    "jpeg": (3411955963314295017, -5634459412985454539),
+}
+
+WIDE = {  # wide ranges, so that a different draw shows in the fingerprint
+    "crop": {"min_fraction": 0.5}, "zoom": {"max_fraction": 0.4}, "rotate": {"max_degrees": 45},
+    "brightness": {"max_delta": 0.3}, "contrast": {"lower": 0.5, "upper": 1.5},
+    "stretch": {"max_fraction": 0.4}, "channel_shift": {"max_delta": 0.2},
+    "sharpness": {"max_amount": 3.0}, "blur": {"max_sigma": 3.0},
+    "downscale": {"min_factor": 0.2}, "jpeg": {"min_quality": 10, "max_quality": 90},
+}
+
+# [mean, x-weighted mean, y-weighted mean, R, G, B means] of the 24 x 32 test card, seed [42, 7].
+PINNED_FINGERPRINTS = {
+    "flip": [127.333, 1.027, 0.659, 125.0, 129.0, 128.0],
+    "crop": [129.12, -0.994, 0.593, 126.064, 131.409, 129.887],
+    "zoom": [127.346, -1.859, 1.098, 123.281, 129.719, 129.039],
+    "rotate": [127.521, -1.278, 1.13, 125.52, 129.46, 127.582],
+    "brightness": [167.758, -0.84, 0.549, 165.8, 169.142, 168.326],
+    "contrast": [127.392, -0.972, 0.644, 125.621, 128.61, 127.947],
+    "stretch": [127.496, -1.609, 0.842, 123.985, 129.507, 128.994],
+    "channel_shift": [128.099, -0.881, 0.594, 145.456, 151.045, 87.795],
+    "sharpness": [127.4, -0.542, 0.468, 125.81, 128.532, 127.856],
+    "blur": [127.333, -1.028, 0.642, 125.0, 129.0, 128.0],
+    "downscale": [127.343, -1.041, 0.642, 125.036, 128.964, 128.028],
+    "jpeg": [126.276, -0.968, 0.658, 123.612, 129.189, 126.026],
+    "all": [169.675, 1.64, -0.402, 181.895, 195.199, 131.931],
+}
+
+
+def _test_card() -> np.ndarray:
+    """A fixed, asymmetric 24 x 32 image from a formula (no RNG whose stream could change)."""
+    y, x, c = np.mgrid[0:24, 0:32, 0:3]
+    return ((x * 37 + y * 91 + c * 53) % 256).astype(np.float32)
+
+
+def _fingerprint(out: np.ndarray) -> list[float]:
+    """Means that move with any change of draw, yet are robust to last-bit float differences
+    between CPUs (a checksum of the pixels would not be)."""
+    h, w = out.shape[:2]
+    wx = np.linspace(-1, 1, w)[None, :, None]
+    wy = np.linspace(-1, 1, h)[:, None, None]
+    return [float(v) for v in (out.mean(), (out * wx).mean(), (out * wy).mean(), *out.mean(axis=(0, 1)))]
+
+
+def test_seed_of_each_augmentation_is_pinned():
+    seeds = augmentation_seeds(tf.constant([42, 7], tf.int64))
+    assert {name: tuple(int(v) for v in seeds[name].numpy()) for name in PINNED_SEEDS} == PINNED_SEEDS
+
+
+@pytest.mark.parametrize("name", [*PINNED_FINGERPRINTS])
+def test_augmented_test_card_is_pinned(name):
+    names = list(PINNED_SEEDS) if name == "all" else [name]
+    cfg = config(**{n: WIDE.get(n, {}) for n in names})
+    with tf.device("/CPU:0"):
+        out = run(_test_card(), tf.constant([42, 7], tf.int64), cfg)
+    assert _fingerprint(out) == pytest.approx(PINNED_FINGERPRINTS[name], abs=0.02)
+
+
+def test_all_enabled_is_each_alone_composed_on_the_test_card():
+    """Toggling one augmentation never shifts another's draw (the seed is per name, not per slot)."""
+    cfg = config(**{n: WIDE.get(n, {}) for n in list_augmentations()})
+    seed = tf.constant([42, 7], tf.int64)
+    composed = _test_card()
+    for name in cfg.enabled():
+        composed = run(composed, seed, only(cfg, name))
+    np.testing.assert_allclose(run(_test_card(), seed, cfg), composed, atol=1e-3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fakeface.shards import ShardError
+
 from fakeface.config import AugmentConfig
 from fakeface.data import make_dataset
 from fakeface.shards import read_index
@@ -65,5 +67,5 @@ def test_no_augmentation_outside_training(synthetic_shards):
 
 
 def test_missing_shards_are_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the augment stage first"):
+    with pytest.raises(ShardError, match="run the augment stage first"):
         make_dataset(tmp_path / "nope", "train", 32, 4)

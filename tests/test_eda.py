@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fakeface.config import AugmentConfig, EdaConfig
-from fakeface.eda import eda
+from fakeface.eda import describe
 from fakeface.manifest import file_sha256, write_manifest
 
 
@@ -65,7 +65,7 @@ def spectral_set(tmp_path_factory):
     images.append(("test", "real", _smooth(rng, 80)[:, :72], "JPEG"))
     manifest = build(root, images)
     cfg = EdaConfig(sample_per_class=20, grid_images=4, spectrum_size=32)
-    report = eda(cfg, seed=1, manifest_path=manifest, out_dir=root / "eda")
+    report = describe(cfg, seed=1, manifest_path=manifest, out_dir=root / "eda")
     return root, cfg, report
 
 
@@ -122,7 +122,7 @@ def test_solid_colours_give_their_channel_means(tmp_path):
     ]
     manifest = build(tmp_path, images)
     cfg = EdaConfig(sample_per_class=3, grid_images=2, spectrum_size=32)
-    report = eda(cfg, 0, manifest, tmp_path / "eda")
+    report = describe(cfg, 0, manifest, tmp_path / "eda")
     assert np.load(tmp_path / "eda" / "spectrum.npz")["real"].shape == (32, 32)  # upscaled from 16-24 px
     for label, colour in colours.items():
         stats = report["pixel_stats"][label]
@@ -135,8 +135,8 @@ def test_eda_is_deterministic_and_handles_a_missing_class(tmp_path):
     rng = np.random.default_rng(2)
     manifest = build(tmp_path, [("train", "real", _smooth(rng, 32), "JPEG") for _ in range(6)])
     cfg = EdaConfig(sample_per_class=4, grid_images=2, spectrum_size=16)
-    first = eda(cfg, 5, manifest, tmp_path / "a")
-    second = eda(cfg, 5, manifest, tmp_path / "b")
+    first = describe(cfg, 5, manifest, tmp_path / "a")
+    second = describe(cfg, 5, manifest, tmp_path / "b")
     assert first["pixel_stats"] == second["pixel_stats"]
     assert first["pixel_stats"]["fake"] == {"n_images": 0, "mean": None, "std": None}
     assert first["spectrum"]["spectral_peak_score"]["fake"] is None
@@ -148,8 +148,10 @@ def test_eda_is_deterministic_and_handles_a_missing_class(tmp_path):
 
 def test_augment_stage_writes_shards_index_and_preview(spectral_set, tmp_path):
     pytest.importorskip("tensorflow")
-    from fakeface.augment import augment
+    from fakeface import augment, preview
+    from fakeface.config import Params
     from fakeface.shards import read_index, shard_files
+    from fakeface.stage_paths import AugmentPaths, PreviewPaths
 
     root, _, _ = spectral_set
     cfg = AugmentConfig(
@@ -159,16 +161,18 @@ def test_augment_stage_writes_shards_index_and_preview(spectral_set, tmp_path):
         rotate={"enabled": True, "max_degrees": 20},
         brightness={"enabled": True},
     )
-    preview = tmp_path / "plots" / "preview.png"
-    index = augment(cfg, 42, root / "manifest.csv", tmp_path / "shards", preview)
+    grid = tmp_path / "plots" / "preview.png"
+    params = Params(seed=42, augment=cfg)
+    index = augment.run(params, AugmentPaths(manifest=root / "manifest.csv", shards=tmp_path / "shards"))
+    preview.run(params, PreviewPaths(manifest=root / "manifest.csv", preview=grid))
     assert index == read_index(tmp_path / "shards")
     assert index["train"]["n"] == 21 and len(index["train"]["shards"]) == 3
     assert sum(entry["n"] for entry in index.values()) == 30
     assert len(shard_files(tmp_path / "shards", "test")) == 1
-    with Image.open(preview) as image:
+    with Image.open(grid) as image:
         wide = image.width
     # Nothing enabled: originals only (a narrower figure), still written.
-    plain = AugmentConfig(shard_size=100, preview_images=2, flip={"enabled": False})
-    augment(plain, 42, root / "manifest.csv", tmp_path / "shards2", tmp_path / "plain.png")
+    plain = Params(seed=42, augment=AugmentConfig(shard_size=100, preview_images=2, flip={"enabled": False}))
+    preview.run(plain, PreviewPaths(manifest=root / "manifest.csv", preview=tmp_path / "plain.png"))
     with Image.open(tmp_path / "plain.png") as image:
         assert image.width < wide

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import train_tiny
-from fakeface.config import EvaluateConfig, RegisterConfig
-from fakeface.evaluate import classification_table, compute_metrics, evaluate
-from fakeface.register import register
+from fakeface import evaluate, register
+from fakeface.config import Params, RegisterConfig
+from fakeface.evaluate import classification_table, compute_metrics
+from fakeface.stage_paths import EvaluatePaths, RegisterPaths
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -42,33 +42,30 @@ def test_seed_style_table_has_its_columns():
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_shards, tmp_path_factory):
-    """A model trained for two epochs, with its MLflow run, in a module-wide store."""
-    _, shards = synthetic_shards
-    root = tmp_path_factory.mktemp("trained")
-    params = train_tiny(root, shards)
-    return root, shards, params
+def trained(tracked_model):
+    """The session's tiny model with an MLflow run in a store of this module's own."""
+    return tracked_model
 
 
 def test_evaluate_writes_numbers_plots_and_logs_them(trained, monkeypatch):
     root, shards, _ = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     out = root / "eval"
-    result = evaluate(EvaluateConfig(), root / "model.keras", shards, out / "metrics.json",
-                      out / "plots", out / "reports", run_info_path=root / "run.json")
+    paths = EvaluatePaths.in_artifacts(out, model=root / "model.keras", run_info=root / "run.json", shards=shards)
+    result = evaluate.run(Params(), paths)
 
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads(paths.metrics.read_text())
     assert saved == result and saved["n"] == 12  # 6 test images per class
     assert saved["real"]["support"] == saved["fake"]["support"] == 6
-    roc = pd.read_csv(out / "plots" / "roc.csv")
+    roc = pd.read_csv(paths.plots / "roc.csv")
     assert list(roc.columns) == ["fpr", "tpr", "threshold"]
     assert roc["fpr"].iloc[0] == 0 and roc["tpr"].iloc[-1] == 1
-    confusion = pd.read_csv(out / "plots" / "confusion.csv")
+    confusion = pd.read_csv(paths.plots / "confusion.csv")
     assert len(confusion) == 12 and set(confusion["actual"]) == {"real", "fake"}
     tp = ((confusion.actual == "fake") & (confusion.predicted == "fake")).sum()
     assert tp == saved["confusion"]["tp"]
     for name in ("roc.png", "pr.png", "confusion_matrix.png", "classification_report.md", "predictions.csv"):
-        assert (out / "reports" / name).stat().st_size > 0
+        assert (paths.reports / name).stat().st_size > 0
 
     run_id = json.loads((root / "run.json").read_text())["run_id"]
     run = MlflowClient().get_run(run_id)
@@ -79,9 +76,11 @@ def test_evaluate_writes_numbers_plots_and_logs_them(trained, monkeypatch):
     assert "evaluate/roc.png" in artifacts and "evaluate/confusion_matrix.png" in artifacts
 
 
-def _evaluation(path, auc):
-    path.write_text(json.dumps({"auc": auc, "threshold": 0.5}))
-    return path
+def register_paths(root, evaluation, auc, registry="registry.json") -> RegisterPaths:
+    """Register paths for the model in ``root`` with an evaluation of test AUC ``auc``."""
+    (root / evaluation).write_text(json.dumps({"auc": auc, "threshold": 0.5}))
+    return RegisterPaths(model=root / "model.keras", evaluation=root / evaluation, run_info=root / "run.json",
+                         registry=root / registry)
 
 
 def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
@@ -90,9 +89,8 @@ def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
 
     root, _, _ = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    cfg = RegisterConfig(model_name="fakeface-test", min_test_auc=0.5)
-    result = register(cfg, root / "model.keras", _evaluation(root / "good.json", 0.93),
-                      root / "run.json", root / "registry.json")
+    params = Params(register=RegisterConfig(model_name="fakeface-test", min_test_auc=0.5))
+    result = register.run(params, register_paths(root, "good.json", 0.93))
     assert result.registered and result.version == "1" and result.alias == "champion"
     assert json.loads((root / "registry.json").read_text())["model_uri"] == "models:/fakeface-test@champion"
     assert str(MlflowClient().get_model_version_by_alias("fakeface-test", "champion").version) == "1"
@@ -109,9 +107,8 @@ def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
 def test_register_below_the_gate_logs_but_does_not_register(trained, monkeypatch):
     root, _, _ = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    cfg = RegisterConfig(model_name="fakeface-weak", min_test_auc=0.9)
-    result = register(cfg, root / "model.keras", _evaluation(root / "weak.json", 0.61),
-                      root / "run.json", root / "weak_registry.json")
+    params = Params(register=RegisterConfig(model_name="fakeface-weak", min_test_auc=0.9))
+    result = register.run(params, register_paths(root, "weak.json", 0.61, "weak_registry.json"))
     assert not result.registered and "0.6100 < gate 0.9" in result.reason
     assert MlflowClient().search_registered_models(filter_string="name = 'fakeface-weak'") == []
     assert result.model_uri.startswith("models:/")  # logged model, loadable by its id

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import train_tiny
 from fakeface.config import ConfigError, parse_params
 from fakeface.explain import (
     explain_images,
@@ -84,13 +83,11 @@ def test_heatmap_is_scaled_and_clipped():
 
 
 @pytest.fixture(scope="module")
-def trained_model(synthetic_shards, tmp_path_factory):
+def trained_model(tiny_model):
     import keras
 
-    _, shards = synthetic_shards
-    root = tmp_path_factory.mktemp("explain")
-    train_tiny(root, shards)
-    return keras.models.load_model(root / "model.keras", compile=False), shards
+    model_path, shards, _ = tiny_model
+    return keras.models.load_model(model_path, compile=False), shards
 
 
 def test_completeness_on_a_trained_model(trained_model, tmp_path):

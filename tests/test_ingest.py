@@ -17,68 +17,17 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from fakeface import CLASS_NAMES, SPLITS
+from fakeface import SPLITS
 from fakeface import images as images_module
 from fakeface.config import DataConfig
 from fakeface.images import ImageInfo, Problem, inspect_image, pil_limits
 from fakeface.ingest import IngestError, IngestReport, ingest
 from fakeface.manifest import COLUMNS, file_sha256, read_manifest
+from ingest_data import build_140k, build_plain, pixels, write_jpeg, write_kaggle_csvs, write_png
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-sample"
 
 # --------------------------------------------------------------------------- helpers
-
-_counter = iter(range(10**9))
-
-
-def _pixels(size: int = 32, channels: int = 3, seed: int | None = None) -> np.ndarray:
-    """Random pixels: every call gives different bytes, so no accidental duplicates."""
-    rng = np.random.default_rng(next(_counter) if seed is None else seed)
-    shape = (size, size, channels) if channels > 1 else (size, size)
-    return rng.integers(0, 256, shape, dtype=np.uint8)
-
-
-def write_jpeg(path: Path, size: int = 32, mode: str = "RGB") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(_pixels(size))
-    if mode != "RGB":
-        image = image.convert(mode)
-    image.save(path, format="JPEG", quality=90)
-    return path
-
-
-def write_png(path: Path, image: Image.Image) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
-    return path
-
-
-def build_140k(root: Path, per_class: int = 3, nested: bool = True) -> Path:
-    """A miniature Kaggle 140k layout; returns the folder holding train/valid/test."""
-    image_root = root / "real_vs_fake" / "real-vs-fake" if nested else root
-    for split in SPLITS:
-        for label in CLASS_NAMES:
-            for index in range(per_class):
-                write_jpeg(image_root / split / label / f"{label[0]}{index:03d}.jpg")
-    return image_root
-
-
-def write_kaggle_csvs(root: Path, image_root: Path) -> None:
-    """CSVs like Kaggle's: unnamed index, original_path, id, label (1=real), label_str, path."""
-    for split in SPLITS:
-        rows = []
-        for path in sorted((image_root / split).rglob("*.jpg")):
-            label_str = path.parent.name
-            rows.append(
-                {
-                    "original_path": f"/kaggle/{path.name}",
-                    "id": path.stem,
-                    "label": 1 if label_str == "real" else 0,
-                    "label_str": label_str,
-                    "path": path.relative_to(image_root).as_posix(),
-                }
-            )
-        pd.DataFrame(rows).to_csv(root / f"{split}.csv")  # index=True: the unnamed first column
 
 
 def run(source: Path | str, tmp_path: Path, seed: int = 7, **data) -> tuple[IngestReport, pd.DataFrame | None]:
@@ -165,13 +114,6 @@ def test_140k_csv_cross_check(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- plain folder
 
 
-def build_plain(root: Path, per_class: int = 40) -> None:
-    for label in CLASS_NAMES:
-        for index in range(per_class):
-            depth = ("a", "b") if index % 3 == 0 else ("c",) if index % 3 == 1 else ()
-            write_jpeg(root.joinpath(label, *depth, f"{index:03d}.jpg"))
-
-
 def test_plain_folder_is_split_stratified_and_deterministic(tmp_path: Path) -> None:
     root = tmp_path / "faces"
     build_plain(root, per_class=40)
@@ -239,11 +181,11 @@ def test_every_bad_input_is_quarantined_or_normalised(tmp_path: Path) -> None:
     write_jpeg(train_real / "oversize.jpg", size=64)  # 4096 px > max_pixels below
     cmyk = _cmyk_jpeg(train_real / "cmyk.jpg")
     gray = write_jpeg(train_real / "gray.jpg", mode="L")
-    gray16 = write_png(train_real / "gray16.png", Image.fromarray((_pixels(channels=1).astype(np.uint16) * 257)))
-    rgba = write_png(train_real / "rgba.png", Image.fromarray(_pixels(channels=4), mode="RGBA"))
-    png = write_png(train_fake / "plain.png", Image.fromarray(_pixels()))
+    gray16 = write_png(train_real / "gray16.png", Image.fromarray((pixels(channels=1).astype(np.uint16) * 257)))
+    rgba = write_png(train_real / "rgba.png", Image.fromarray(pixels(channels=4), mode="RGBA"))
+    png = write_png(train_fake / "plain.png", Image.fromarray(pixels()))
     palette = train_fake / "palette.gif"
-    Image.fromarray(_pixels()).convert("P").save(palette)
+    Image.fromarray(pixels()).convert("P").save(palette)
     # duplicate inside one split
     (train_real / "good_copy.jpg").write_bytes(good.read_bytes())
     # the same image in train/fake and test/fake: leakage, kept only in train

@@ -1,30 +1,19 @@
-"""Issue 7 data sets: each layout is recognised on its own, on a miniature built here; several
-sources combine into one manifest with a ``source`` column."""
+"""Issue 7 data sets: each layout is ingested on its own, on a miniature from ``ingest_data``;
+several sources combine into one manifest with a ``source`` column."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import ConfigError, DataConfig, parse_params
 from fakeface.ingest import IngestError, IngestReport, ingest
 from fakeface.manifest import read_manifest
-
-_counter = iter(range(10**9))
-
-
-def write_jpeg(path: Path, size: int = 24) -> Path:
-    """A JPEG of random pixels: every call different bytes (no accidental duplicates)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(next(_counter) + 1000).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
-    return path
+from ingest_data import build_artifact, build_ciplab, build_csv_set, build_split_folders, write_jpeg
 
 
 def run(source, tmp_path: Path, seed: int = 7) -> tuple[IngestReport, pd.DataFrame]:
@@ -49,19 +38,6 @@ def every_split_has_both(frame: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- ArtiFact
 
 
-def build_artifact(root: Path, per_generator: int = 6) -> Path:
-    """Generators as folders, each with metadata.csv: image_path, target (0 real), category."""
-    for generator, target in (("celebahq", 0), ("ffhq", 0), ("stylegan2", 1), ("taming_transformer", 3)):
-        rows = []
-        for k in range(per_generator):
-            category = "human_faces" if k % 2 == 0 else "cat"
-            rel = f"images/{category}/img{k:03d}.jpg"
-            write_jpeg(root / generator / rel)
-            rows.append({"filename": Path(rel).name, "image_path": rel, "target": target, "category": category})
-        pd.DataFrame(rows).to_csv(root / generator / "metadata.csv", index=False)
-    return root
-
-
 def test_artifact_is_recognised_and_labelled_from_metadata(tmp_path: Path) -> None:
     root = build_artifact(tmp_path / "artifact")
     write_jpeg(root / "ffhq" / "images" / "stray.jpg")  # on disk, not listed
@@ -84,16 +60,6 @@ def test_artifact_is_recognised_and_labelled_from_metadata(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- CIPLAB
 
 
-def build_ciplab(root: Path) -> Path:
-    """Kaggle ciplab/real-and-fake-face-detection: training_real/ + training_fake/ (difficulty in names)."""
-    base = root / "real_and_fake_face"
-    for k in range(9):
-        write_jpeg(base / "training_real" / f"real_{k:05d}.jpg")
-    for k, level in enumerate(["easy", "mid", "hard"] * 3):
-        write_jpeg(base / "training_fake" / f"{level}_{k}_1110.jpg")
-    return root
-
-
 def test_ciplab_keeps_the_difficulty_in_the_note(tmp_path: Path) -> None:
     report, manifest = run(build_ciplab(tmp_path / "ciplab-zip"), tmp_path)
     assert report.layout == "ciplab" and set(manifest["source"]) == {"ciplab"}
@@ -112,11 +78,7 @@ def test_ciplab_keeps_the_difficulty_in_the_note(tmp_path: Path) -> None:
 
 def test_split_folders_with_other_spellings_keep_their_split(tmp_path: Path) -> None:
     """{Train,Validation,Test}/{Real,Fake}: the layout of several Kaggle real-vs-fake face sets."""
-    root = tmp_path / "rvf-faces"
-    for folder, n in (("Train", 4), ("Validation", 2), ("Test", 2)):
-        for label in ("Real", "Fake"):
-            for k in range(n):
-                write_jpeg(root / folder / label / f"{label.lower()}_{k}.jpg")
+    root = build_split_folders(tmp_path / "rvf-faces")
     report, manifest = run(root, tmp_path)
     assert report.layout == "splits" and set(manifest["source"]) == {"rvf-faces"}
     assert report.counts == {
@@ -131,20 +93,6 @@ def test_split_folders_with_other_spellings_keep_their_split(tmp_path: Path) -> 
 
 
 # --------------------------------------------------------------------------- generic CSV
-
-
-def build_csv_set(root: Path, with_split: bool) -> Path:
-    rows = []
-    for k in range(12):
-        label = CLASS_NAMES[k % 2]
-        rel = f"imgs/{k:03d}.jpg"
-        write_jpeg(root / rel)
-        row = {"path": rel, "label": label if k % 4 < 2 else str(int(label == "fake"))}
-        if with_split:
-            row["split"] = ["train", "train", "valid", "test"][k // 2 % 4] if k < 8 else ["train", "val"][k % 2]
-        rows.append(row)
-    pd.DataFrame(rows).to_csv(root / "list.csv", index=False)
-    return root / "list.csv"
 
 
 @pytest.mark.parametrize("as_file", [True, False])

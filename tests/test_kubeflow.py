@@ -33,8 +33,8 @@ SECRET_VALUES = {
     "MLFLOW_TRACKING_PASSWORD": "mlflow-password-xyz",
     "KFP_TOKEN": "kfp-token-xyz",
 }
-STAGES = ("ingest", "eda", "augment", "train", "evaluate", "register")
-CACHED = {"ingest", "eda", "augment"}
+STAGES = ("ingest", "eda", "augment", "preview", "train", "evaluate", "register")
+CACHED = {"ingest", "eda", "augment", "preview"}
 MLFLOW_STAGES = {"eda", "train", "evaluate", "register"}
 
 
@@ -87,6 +87,7 @@ def test_pipeline_has_every_stage_wired_in_order(compiled):
     assert set(tasks) == set(STAGES)
     assert tasks["eda"]["dependentTasks"] == ["ingest"]
     assert tasks["augment"]["dependentTasks"] == ["ingest"]
+    assert tasks["preview"]["dependentTasks"] == ["ingest"]
     assert tasks["train"]["dependentTasks"] == ["augment"]
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["augment", "train"]
     assert sorted(tasks["register"]["dependentTasks"]) == ["evaluate", "train"]
@@ -113,7 +114,8 @@ def test_artifact_types(compiled):
 
     assert outputs("ingest") == {"data": "system.Dataset"}
     assert outputs("eda") == {"report": "system.HTML"}
-    assert outputs("augment") == {"shards": "system.Dataset", "preview": "system.HTML"}
+    assert outputs("augment") == {"shards": "system.Dataset"}
+    assert outputs("preview") == {"preview": "system.HTML"}
     assert outputs("train") == {"model": "system.Model", "train_metrics": "system.Metrics"}
     assert outputs("evaluate") == {
         "evaluation": "system.Artifact", "metrics": "system.Metrics",
@@ -136,7 +138,7 @@ def test_train_requests_a_gpu_on_a_gpu_node(compiled):
 
 
 def test_every_step_has_cpu_and_memory_requests_and_the_project_image(compiled):
-    from components import DEFAULT_IMAGE
+    from components.stages import DEFAULT_IMAGE
 
     _, spec, _ = compiled
     for stage in STAGES:
@@ -266,23 +268,21 @@ def test_cli_refuses_bad_overrides_cleanly(tmp_path):
 
 def _reference_run(params, root: Path, monkeypatch) -> tuple[dict, dict]:
     """The DVC path: the stage functions in this process, laid out as the components lay them out."""
-    from fakeface.augment import augment
-    from fakeface.evaluate import evaluate
-    from fakeface.ingest import ingest
-    from fakeface.train import train
+    from fakeface.stage_paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
+    from fakeface.stages import get_stage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     data, shards, model, work = (root / name for name in ("data", "shards", "model", "work"))
     for folder in (data, work):
         folder.mkdir(parents=True)
     monkeypatch.chdir(data)
-    ingest(params.data, params.seed, Path("raw"), Path("manifest.csv"), Path("ingest_report.json"))
-    index = augment(params.augment, params.seed, Path("manifest.csv"), shards, root / "preview.png")
+    get_stage("ingest").run(params, IngestPaths.in_artifacts("."))
+    index = get_stage("augment").run(params, AugmentPaths(manifest=Path("manifest.csv"), shards=shards))
     monkeypatch.chdir(work)
-    train(params, shards, model / "model.keras", model / "run.json", model / "history.csv", model / "train.json")
-    result = evaluate(
-        params.evaluate, model / "model.keras", shards, root / "evaluate.json", root / "plots", root / "reports",
-        run_info_path=model / "run.json", experiment=params.tracking.experiment,
+    trained = TrainPaths.in_artifacts(model, shards=shards)
+    get_stage("train").run(params, trained)
+    result = get_stage("evaluate").run(
+        params, EvaluatePaths.in_artifacts(root, model=trained.model, run_info=trained.run_info, shards=shards)
     )
     return result, index
 
@@ -329,7 +329,7 @@ def test_local_run_matches_the_in_process_stages_and_logs_to_mlflow(tmp_path, mo
     assert (run_root / "train" / "model" / "model.keras").is_file()
     html = (run_root / "eda" / "report").read_text()
     assert html.count("data:image/png;base64,") == 3
-    assert "data:image/png;base64," in (run_root / "augment" / "preview").read_text()
+    assert "data:image/png;base64," in (run_root / "preview" / "preview").read_text()
     assert "| real |" in (run_root / "evaluate" / "report").read_text()
     for name in ("evaluate.json", "robustness.json", "slices.json", "plots/roc.csv", "reports", "explain"):
         assert (evaluation_dir / name).exists(), f"{name} is not in the evaluation artifact"
@@ -358,6 +358,7 @@ def test_ingest_component_makes_a_folder_source_self_contained(tmp_path, monkeyp
 
     from components import stages
     from fakeface import synthetic
+    from fakeface.config import parse_params
     from fakeface.manifest import file_sha256, read_manifest
     from pipelines import params_json
 
@@ -366,7 +367,7 @@ def test_ingest_component_makes_a_folder_source_self_contained(tmp_path, monkeyp
     params = small_params(data={"source": "faces"})  # relative to the caller's directory
     monkeypatch.chdir(tmp_path)
     # in a pod, begin() sets up logging; here it would bind a handler to this test's captured stderr
-    monkeypatch.setattr("components._runtime.begin", lambda: None)
+    monkeypatch.setattr("components.runtime.begin", lambda params: parse_params(json.loads(params)))
     data = Dataset(uri=str(tmp_path / "artifact" / "data"))
     stages.ingest.python_func(params=params_json(params), data=data)
 
@@ -382,7 +383,7 @@ def test_roc_points_are_thinned_keeping_both_ends(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from components._runtime import roc_points
+    from components.runtime import roc_points
 
     n = 1001
     frame = pd.DataFrame({"fpr": np.linspace(0, 1, n), "tpr": np.linspace(0, 1, n) ** 0.5,
@@ -395,7 +396,7 @@ def test_roc_points_are_thinned_keeping_both_ends(tmp_path):
 
 
 def test_params_parameter_is_validated_in_the_step():
-    from components._runtime import parse_params
+    from components.runtime import parse_params
     from fakeface.config import ConfigError
 
     assert parse_params('{"seed": 3}').seed == 3

@@ -10,6 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +20,24 @@ import pytest
 import yaml
 
 from conftest import ROOT, small_params
-from test_kubeflow import SECRET_VALUES, _cli, _clean_env
+from test_kubeflow import SECRET_VALUES
 
 GRID = {"train.optimizer": ["sgd", "adam"]}
+
+
+def clean_env(monkeypatch):
+    """No Kubeflow settings or ablation runtime settings from this machine's environment."""
+    for name in [*os.environ]:
+        if name.startswith("FAKEFACE_"):
+            monkeypatch.delenv(name)
+
+
+def fakeface(args, cwd):
+    """``fakeface ARGS`` in a fresh process, without this machine's FAKEFACE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKEFACE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "fakeface", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def ablation_pipeline_params(**ablation):
@@ -34,7 +52,7 @@ def compiled(tmp_path, monkeypatch):
     from pipelines import KubeflowSettings
     from pipelines.ablation import compile_ablation_pipeline
 
-    _clean_env(monkeypatch)
+    clean_env(monkeypatch)
     for name, value in {**SECRET_VALUES, "FAKEFACE_ABLATION_STORAGE": "postgresql://u:storage-pw-xyz@db/optuna"}.items():
         monkeypatch.setenv(name, value)
     path = compile_ablation_pipeline(tmp_path / "ablation.yaml", ablation_pipeline_params(), KubeflowSettings.from_env())
@@ -54,7 +72,7 @@ def _k8s(platform, name):
 def test_compiling_twice_gives_the_same_bytes(tmp_path, monkeypatch):
     from pipelines.ablation import compile_ablation_pipeline
 
-    _clean_env(monkeypatch)
+    clean_env(monkeypatch)
     params = ablation_pipeline_params()
     first = compile_ablation_pipeline(tmp_path / "a.yaml", params).read_bytes()
     second = compile_ablation_pipeline(tmp_path / "b.yaml", params).read_bytes()
@@ -110,7 +128,7 @@ def test_no_secret_value_in_the_yaml_and_no_password_as_storage(compiled, tmp_pa
 
 def test_cli_compiles_the_ablation_pipeline(tmp_path):
     out = tmp_path / "ablation.yaml"
-    result = _cli(["pipeline", "compile", "--pipeline", "ablation", "--out", str(out),
+    result = fakeface(["pipeline", "compile", "--pipeline", "ablation", "--out", str(out),
                    "-S", "ablation.workers=3", "--gpus", "0"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(out)
@@ -161,6 +179,8 @@ def test_local_run_studies_in_parallel_then_retrains_the_best(tmp_path, monkeypa
            for path in sorted(run_root.glob("for-loop-*-iteration-*/ablation-worker/executor_output.json"))]
     assert ran == [1, 1]  # each worker ran its share: one trial
     assert (model_dir / "model.keras").is_file()
+    best = yaml.safe_load((model_dir / "best_params.yaml").read_text())
+    assert best["train"]["optimizer"] == study.best_trial.params["train.optimizer"]
     trained = json.loads((model_dir / "train.json").read_text())
     assert trained["epochs"] == 1 and trained["best_val_auc"] is None  # no validation split
     with (model_dir / "history.csv").open() as handle:

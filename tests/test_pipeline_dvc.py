@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_learns(project):
     work, _, first = project
-    for stage in ("ingest", "eda", "augment", "train", "evaluate", "register"):
+    for stage in ("ingest", "eda", "augment", "preview", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first
     metrics = json.loads((work / "metrics/evaluate.json").read_text())
     assert metrics["auc"] >= 0.9, f"the pipeline did not learn the synthetic fakes: {metrics}"
@@ -96,6 +97,23 @@ def test_mlflow_run_holds_the_whole_pipeline(project, monkeypatch):
     assert model.input_shape == (None, 64, 64, 3)
     eda_runs = mlflow.search_runs(experiment_names=["fakeface"], filter_string="tags.`fakeface.stage` = 'eda'")
     assert len(eda_runs) == 1
+
+
+def test_an_augmentation_switch_reaches_train_not_the_packing(project):
+    """Training-time augmentations are read by preview and train only: switching one must not
+    repack the shards (64 s at 140k images) nor re-ingest."""
+    work, env, _ = project
+    params_file = work / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["augment"]["crop"]["enabled"] = True
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], work, env).splitlines()[-1])
+    finally:
+        params_file.write_text(original)
+    assert {"preview", "train"} <= set(status)
+    assert not {"ingest", "eda", "augment"} & set(status), status
 
 
 def test_changing_an_evaluate_param_reruns_only_evaluate_and_register(project):

@@ -12,30 +12,31 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import train_tiny
-from fakeface.config import EvaluateConfig, RegisterConfig
+from fakeface.config import EvaluateConfig, Params, RegisterConfig
 from fakeface.predict import expand_inputs, load_input
 
 MODEL_NAME = "fakeface-predict-test"
 
 
 @pytest.fixture(scope="module")
-def registered(synthetic_shards, tmp_path_factory):
+def registered(tracked_model):
     """Train, evaluate (Youden threshold on valid), register as @champion in a module store."""
-    from fakeface.evaluate import evaluate
-    from fakeface.register import register
+    from fakeface import evaluate, register
+    from fakeface.stage_paths import EvaluatePaths, RegisterPaths
 
-    _, shards = synthetic_shards
-    root = tmp_path_factory.mktemp("predict")
-    train_tiny(root, shards)
+    root, shards, _ = tracked_model
+    params = Params(
+        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
+        register=RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0),
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.chdir(root)
-        cfg = EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False})
-        evaluation = evaluate(cfg, root / "model.keras", shards, root / "evaluate.json", root / "plots",
-                              root / "reports" / "evaluate", run_info_path=root / "run.json")
-        result = register(RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0), root / "model.keras",
-                          root / "evaluate.json", root / "run.json", root / "registry.json")
+        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
+                                               run_info=root / "run.json", shards=shards)
+        evaluation = evaluate.run(params, evaluated)
+        result = register.run(params, RegisterPaths(model=root / "model.keras", evaluation=evaluated.metrics,
+                                                    run_info=root / "run.json", registry=root / "registry.json"))
         assert result.registered
     return root, shards, evaluation["threshold"]
 

@@ -1,4 +1,8 @@
-"""Robustness perturbations do what they say, and the table has a row per enabled one."""
+"""Robustness perturbations do what they say, and the table has a row per enabled one.
+
+Every registered kind needs an example in ``EXAMPLES`` (a test below checks): it is run through
+:func:`perturbation_fn`, as evaluate runs it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakeface.config import (
+from fakeface.config import ConfigError, parse_params
+from fakeface.config.robustness import (
     BlurPerturbation,
-    ConfigError,
     CropPerturbation,
     JpegPerturbation,
     ScalePerturbation,
-    parse_params,
+    list_perturbations,
 )
 from fakeface.robustness import (
+    FUNCTIONS,
     center_crop_resized,
     evenly_spaced,
     gaussian_blur,
@@ -99,16 +104,27 @@ def test_crop_keeps_the_shape_and_zooms_in():
     assert cropped.mean() < image.mean()
 
 
-def test_perturbation_fn_maps_each_kind():
-    image = _image()
-    for spec in (
-        JpegPerturbation(kind="jpeg", quality=50),
-        BlurPerturbation(kind="blur", sigma=1.5),
-        ScalePerturbation(kind="scale", factor=0.5),
-        CropPerturbation(kind="crop", fraction=0.7),
-    ):
-        out = perturbation_fn(spec)(image)
-        assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
+#: One entry per registered kind, with the function it must amount to.
+EXAMPLES = {
+    "jpeg": (JpegPerturbation(kind="jpeg", quality=50), lambda image: jpeg_recompress(image, 50)),
+    "blur": (BlurPerturbation(kind="blur", sigma=1.5), lambda image: gaussian_blur(image, 1.5)),
+    "scale": (ScalePerturbation(kind="scale", factor=0.5), lambda image: rescale_round_trip(image, 0.5)),
+    "crop": (CropPerturbation(kind="crop", fraction=0.7), lambda image: center_crop_resized(image, 0.7)),
+}
+
+
+def test_every_registered_kind_has_an_example_and_a_function():
+    assert list(EXAMPLES) == list_perturbations()
+    FUNCTIONS.check_complete()
+
+
+@pytest.mark.parametrize("kind", list(EXAMPLES))
+def test_perturbation_fn_maps_each_kind(kind):
+    image = _image(40, 56)
+    spec, expected = EXAMPLES[kind]
+    out = perturbation_fn(spec)(image)
+    assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
+    np.testing.assert_array_equal(out, expected(image))  # the registered function, its parameters
 
 
 def test_model_input_matches_the_training_decoder():
@@ -137,7 +153,7 @@ def test_robustness_params_are_validated():
         ({"q": {"kind": "jpeg", "quality": 0}}, r"evaluate.robustness.q.jpeg.quality = 0"),
         ({"s": {"kind": "scale", "factor": 1}}, "factor 1 leaves the image unchanged"),
         ({"c": {"kind": "crop", "fraction": 1.2}}, r"evaluate.robustness.c.crop.fraction"),
-        ({"x": {"quality": 50}}, "needs a kind"),
+        ({"x": {"quality": 50}}, "needs a kind: " + ", ".join(list_perturbations()[:-1]) + " or "),
         ({"x": {"kind": "noise"}}, r"evaluate.robustness.x"),
         ({"none": {"kind": "blur"}}, "'none' is the clean row"),
     ):

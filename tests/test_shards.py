@@ -152,16 +152,16 @@ def test_changed_file_is_refused(tmp_path):
 
 
 def test_missing_dir_and_empty_split_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="augment stage"):
+    with pytest.raises(ShardError, match="augment stage"):
         shard_files(tmp_path / "nowhere", "train")
-    with pytest.raises(FileNotFoundError, match="augment stage"):
+    with pytest.raises(ShardError, match="augment stage"):
         read_index(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="unknown split"):
         shard_files(tmp_path, "holdout")
     manifest = read_manifest(make_manifest(tmp_path, {("train", "real"): 1, ("train", "fake"): 1}))
     index = write_shards(manifest, tmp_path / "shards", shard_size=5)
     assert index["test"] == {**index["test"], "n": 0, "shards": []}
-    with pytest.raises(FileNotFoundError, match="no test shards"):
+    with pytest.raises(ShardError, match="no test shards"):
         shard_files(tmp_path / "shards", "test")
     # A shard gone missing after writing is caught by the index check.
     Path(shard_files(tmp_path / "shards", "train")[0]).unlink()

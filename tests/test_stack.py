@@ -26,6 +26,8 @@ import pytest
 
 from conftest import ROOT, small_params
 from fakeface import FakefaceError, stack
+from fakeface.stack import mlflow_server
+from fakeface.stack.process import write_state
 
 def _has_weed() -> bool:
     try:
@@ -182,7 +184,7 @@ def test_down_leaves_processes_that_are_not_ours_alone(tmp_path):
     try:
         # a recorded pid that is now someone else's process (other start time, other command)
         fake = stack.Service("mlflow", stranger.pid, 12345.0, "--port 5000 --workers", "http://x", "x.log")
-        stack._write_state(cfg, {"mlflow": fake})
+        write_state(cfg, {"mlflow": fake})
         assert stack.down(cfg) == {"mlflow": "not running"}
         assert stranger.poll() is None
         assert not (cfg.root / "state.json").exists()
@@ -211,6 +213,29 @@ def test_check_tracking_server_fails_fast(tmp_path):
     stack.check_tracking_server(f"sqlite:///{tmp_path / 'mlflow.db'}")  # not http: nothing to check
 
 
+def test_check_tracking_server_defaults_to_the_environment(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    stack.check_tracking_server()  # unset: the embedded SQLite store, no server to check
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{dead}")
+    with pytest.raises(FakefaceError, match=f"http://127.0.0.1:{dead} is not reachable"):
+        stack.check_tracking_server()
+
+
+def test_stack_imports_stay_light():
+    """fakeface.tracking imports the stack's health check: the stack must not import it back, nor
+    anything heavy at module level (boto3, psutil, dvc, mlflow are imported where they are used)."""
+    code = (
+        "import sys, fakeface.stack, fakeface.stack_cli; "
+        "heavy = {'fakeface.tracking', 'mlflow', 'boto3', 'botocore', 'psutil', 'dvc'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_runs_command_fails_fast_when_the_server_is_down(monkeypatch, caplog):
     from fakeface.cli import main
 
@@ -229,7 +254,8 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
 
     if "check_tracking_server" not in inspect.getsource(tracking.configure):
         pytest.skip("tracking.configure does not call stack.check_tracking_server yet (issue 4 patch)")
-    from fakeface.train import train
+    from fakeface import train
+    from fakeface.stage_paths import TrainPaths
 
     _, shards = synthetic_shards
     with socket.socket() as sock:
@@ -239,8 +265,9 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{dead}")
     t0 = time.monotonic()
     with pytest.raises(FakefaceError, match=f"MLflow tracking server at http://127.0.0.1:{dead} is not reachable"):
-        train(small_params(), shards, tmp_path / "m.keras", tmp_path / "run.json",
-              tmp_path / "h.csv", tmp_path / "t.json")
+        train.run(small_params(), TrainPaths(shards=shards, model=tmp_path / "m.keras",
+                                             run_info=tmp_path / "run.json", history=tmp_path / "h.csv",
+                                             metrics=tmp_path / "t.json"))
     assert time.monotonic() - t0 < 15
 
 
@@ -292,10 +319,9 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
 ):
     import mlflow
 
-    from fakeface.evaluate import evaluate
-    from fakeface.register import register
+    from fakeface import evaluate, register, train
     from fakeface.runs import runs_table
-    from fakeface.train import train
+    from fakeface.stage_paths import EvaluatePaths, RegisterPaths, TrainPaths
 
     cfg, creds, _ = running_stack
     _, shards = synthetic_shards
@@ -307,12 +333,17 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
     params = small_params(train={"head_epochs": 1, "fine_tune_epochs": 1}, register={"min_test_auc": 0.0})
 
     try:
-        trained = train(params, shards, tmp_path / "model.keras", tmp_path / "run.json",
-                        tmp_path / "history.csv", tmp_path / "train.json")
-        evaluate(params.evaluate, tmp_path / "model.keras", shards, tmp_path / "evaluate.json",
-                 tmp_path / "plots", tmp_path / "reports", run_info_path=tmp_path / "run.json")
-        registration = register(params.register, tmp_path / "model.keras", tmp_path / "evaluate.json",
-                                tmp_path / "run.json", tmp_path / "registry.json")
+        model, run_info = tmp_path / "model.keras", tmp_path / "run.json"
+        trained = train.run(params, TrainPaths(shards=shards, model=model, run_info=run_info,
+                                               history=tmp_path / "history.csv",
+                                               metrics=tmp_path / "train.json"))
+        evaluate.run(params, EvaluatePaths(model=model, run_info=run_info, shards=shards,
+                                           metrics=tmp_path / "evaluate.json", plots=tmp_path / "plots",
+                                           reports=tmp_path / "reports",
+                                           robustness=tmp_path / "robustness.json",
+                                           slices=tmp_path / "slices.json", explain=tmp_path / "explain"))
+        registration = register.run(params, RegisterPaths(model=model, evaluation=tmp_path / "evaluate.json",
+                                                          run_info=run_info, registry=tmp_path / "registry.json"))
         table = runs_table("fakeface", fmt="markdown")
         # the registered model loads back through the server's artifact proxy, no S3 keys here
         local = mlflow.artifacts.download_artifacts(
@@ -473,7 +504,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
 
 
 def test_postgres_urls_name_an_installed_driver(monkeypatch):
-    monkeypatch.setattr(stack, "_importable", lambda module: module == "psycopg2")
+    monkeypatch.setattr(mlflow_server, "importable", lambda module: module == "psycopg2")
     assert stack.postgres_driver_uri("postgresql://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
     assert stack.postgres_driver_uri("postgres://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
     assert stack.postgres_driver_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"

@@ -4,13 +4,13 @@ that reports test metrics at 0.5 and at the chosen threshold."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import train_tiny
 from fakeface.calibration import (
     calibration_table,
     expected_calibration_error,
@@ -18,6 +18,7 @@ from fakeface.calibration import (
     threshold_sweep,
 )
 from fakeface.config import ConfigError, EvaluateConfig, parse_params
+from fakeface.stage_paths import EvaluatePaths
 
 # 3 real, 7 fake. Calling everything above 0.15 fake gets the best F1 (F1 weighs only the fake
 # class, so it likes recall); Youden's J weighs both classes and cuts higher, at 0.35.
@@ -111,26 +112,31 @@ def test_calibration_table_matches_sklearn_calibration_curve():
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_shards, tmp_path_factory):
-    _, shards = synthetic_shards
-    root = tmp_path_factory.mktemp("threshold")
-    train_tiny(root, shards)
+def trained(tracked_model):
+    root, shards, _ = tracked_model
     return root, shards
 
 
+def evaluate_into(out: Path, root: Path, shards: Path) -> EvaluatePaths:
+    """Evaluate paths for the model in ``root``, every output under ``out``."""
+    return EvaluatePaths.in_artifacts(out, model=root / "model.keras", run_info=root / "run.json", shards=shards)
+
+
 def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(trained, monkeypatch):
-    from fakeface.evaluate import evaluate, predict_split
+    from fakeface import evaluate
+    from fakeface.evaluate import predict_split
 
     root, shards = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    cfg = parse_params(
+    params = parse_params(
         {"evaluate": {"threshold_method": "youden", "explain": {"images_per_class": 2, "steps": 20}}}
-    ).evaluate
+    )
+    cfg = params.evaluate
     out = root / "eval"
-    result = evaluate(cfg, root / "model.keras", shards, out / "metrics" / "evaluate.json",
-                      out / "plots", out / "reports" / "evaluate", run_info_path=root / "run.json")
+    paths = evaluate_into(out, root, shards)
+    result = evaluate.run(params, paths)
 
-    saved = json.loads((out / "metrics" / "evaluate.json").read_text())
+    saved = json.loads(paths.metrics.read_text())
     assert saved == result
     # the threshold is Youden's cut on the valid split, and it is the one register will store
     import keras
@@ -149,19 +155,19 @@ def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(t
         assert key["accuracy"] == pytest.approx(np.mean((test.p_fake >= cut).astype(int) == test.labels))
     assert 0 <= saved["calibration"]["ece"] <= 1 and saved["calibration"]["bins"] == 10
 
-    robustness = json.loads((out / "metrics" / "robustness.json").read_text())
+    robustness = json.loads(paths.robustness.read_text())
     assert list(robustness["perturbations"]) == ["none", *cfg.enabled_perturbations()]
     assert robustness["perturbations"]["none"]["auc"] == pytest.approx(saved["auc"])
-    slices = json.loads((out / "metrics" / "slices.json").read_text())
+    slices = json.loads(paths.slices.read_text())
     assert slices["slices"]["source"]["synthetic"]["n"] == 12
-    explain = json.loads((out / "reports" / "explain" / "explain.json").read_text())
+    explain = json.loads((paths.explain / "explain.json").read_text())
     assert len(explain["images"]) == 4 and explain["steps"] == 20
     for name in ("calibration.png", "threshold.png", "robustness.png", "slices.md", "classification_report.md"):
-        assert (out / "reports" / "evaluate" / name).stat().st_size > 0, name
-    report = (out / "reports" / "evaluate" / "classification_report.md").read_text()
+        assert (paths.reports / name).stat().st_size > 0, name
+    report = (paths.reports / "classification_report.md").read_text()
     assert "## Test split at 0.5" in report and "youden on the valid split" in report
-    assert set(pd.read_csv(out / "plots" / "calibration.csv").columns) >= {"mean_predicted", "fraction_fake"}
-    assert len(pd.read_csv(out / "plots" / "robustness.csv")) == 1 + len(cfg.enabled_perturbations())
+    assert set(pd.read_csv(paths.plots / "calibration.csv").columns) >= {"mean_predicted", "fraction_fake"}
+    assert len(pd.read_csv(paths.plots / "robustness.csv")) == 1 + len(cfg.enabled_perturbations())
 
     run_id = json.loads((root / "run.json").read_text())["run_id"]
     client = MlflowClient()
@@ -182,14 +188,14 @@ def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(t
 
 
 def test_fixed_method_keeps_the_param_in_the_evaluation(trained, tmp_path):
-    from fakeface.evaluate import evaluate
+    from fakeface import evaluate
 
     root, shards = trained
-    cfg = EvaluateConfig(threshold_method="fixed", threshold=0.3, robustness={},
-                         explain={"enabled": False})
-    result = evaluate(cfg, root / "model.keras", shards, tmp_path / "m.json", tmp_path / "plots",
-                      tmp_path / "reports" / "evaluate")
+    params = parse_params({"evaluate": {"threshold_method": "fixed", "threshold": 0.3, "robustness": {},
+                                        "explain": {"enabled": False}}})
+    paths = evaluate_into(tmp_path, root, shards)
+    result = evaluate.run(params, paths, track=False)
     assert result["threshold"] == 0.3 and result["threshold_selection"]["method"] == "fixed"
-    robustness = json.loads((tmp_path / "robustness.json").read_text())
+    robustness = json.loads(paths.robustness.read_text())
     assert list(robustness["perturbations"]) == ["none"]
-    assert json.loads((tmp_path / "reports" / "explain" / "explain.json").read_text())["images"] == []
+    assert json.loads((paths.explain / "explain.json").read_text())["images"] == []

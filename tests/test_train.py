@@ -17,21 +17,22 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import small_params
-from fakeface.train import train
+from fakeface import train
+from fakeface.runtime import Runtime
+from fakeface.stage_paths import TrainPaths
 
 keras = pytest.importorskip("keras")
 
 
-def _run_train(params, shards, out: Path):
-    return train(
-        params, shards, out / "model.keras", out / "run.json", out / "history.csv", out / "train.json"
-    )
+def run_train(params, shards, out: Path, runtime: Runtime | None = None):
+    """The train stage with every output in ``out`` (model.keras, run.json, history.csv, train.json)."""
+    return train.run(params, TrainPaths.in_artifacts(out, shards=shards), runtime)
 
 
 def test_train_writes_outputs_and_logs_the_run(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params, shards = synthetic_shards
-    result = _run_train(params, shards, tmp_path)
+    result = run_train(params, shards, tmp_path)
 
     assert (tmp_path / "model.keras").is_file()
     run_info = json.loads((tmp_path / "run.json").read_text())
@@ -40,7 +41,7 @@ def test_train_writes_outputs_and_logs_the_run(synthetic_shards, mlflow_store, t
     assert history[0].startswith("epoch,phase,loss")
     assert len(history) - 1 == result.epochs_run == 3  # 1 head + 2 fine-tune epochs
     assert json.loads((tmp_path / "train.json").read_text())["epochs"] == 3
-    assert not Path(params.train.checkpoint_dir).exists(), "checkpoints are removed after success"
+    assert not Path(Runtime().checkpoint_dir).exists(), "checkpoints are removed after success"
 
     run = MlflowClient().get_run(result.run_id)
     assert run.data.params["train.backbone"] == "smallcnn"
@@ -61,7 +62,7 @@ def test_same_seed_gives_the_same_weights(synthetic_shards, mlflow_store, tmp_pa
     weights = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        _run_train(params, shards, tmp_path / name)
+        run_train(params, shards, tmp_path / name)
         weights.append(keras.models.load_model(tmp_path / name / "model.keras").get_weights())
     for first, second in zip(*weights):
         np.testing.assert_array_equal(first, second)
@@ -73,9 +74,10 @@ def test_killed_training_resumes_in_the_same_run(synthetic_shards, mlflow_store,
     params = small_params(train={"head_epochs": 1, "fine_tune_epochs": 5, "early_stopping_patience": 10})
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump()))
-    state_file = tmp_path / params.train.checkpoint_dir / "state.json"
+    state_file = tmp_path / "ck" / "state.json"  # the runtime option, not a param
     command = [sys.executable, "-m", "fakeface", "--params", str(params_file), "train", "--shards", str(shards),
-               "--model", "m.keras", "--run-info", "run.json", "--history", "h.csv", "--metrics", "t.json"]
+               "--model", "m.keras", "--run-info", "run.json", "--history", "h.csv", "--metrics", "t.json",
+               "--checkpoint-dir", "ck"]
     process = subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -97,7 +99,7 @@ def test_killed_training_resumes_in_the_same_run(synthetic_shards, mlflow_store,
 
     os.chdir(tmp_path)
     try:
-        result = _run_train(params, shards, tmp_path)
+        result = run_train(params, shards, tmp_path, Runtime(checkpoint_dir=Path("ck")))
     finally:
         os.chdir(Path(__file__).resolve().parents[1])
     assert result.run_id == killed_state["run_id"], "the rerun continues the same MLflow run"

@@ -1,122 +1,29 @@
-"""The augment stage: pack the manifest into TFRecord shards and preview the augmentations.
+"""The augment stage: pack the manifest into TFRecord shards for the input pipeline.
 
 Augmentations are *not* materialised here: they run on the fly in the training input pipeline
-(:mod:`fakeface.augmentations`), with a fresh seeded draw per image and epoch. This stage writes the
-shards they read (:func:`fakeface.shards.write_shards`) and a preview grid, so a reviewer can see
-what the configured augmentations do to real training images before paying for a training run:
-
-    rows: training images (real and fake alternating)
-    columns: original | each enabled augmentation alone | all enabled together
-
-The preview uses the same :func:`~fakeface.augmentations.augment_image` and the same seed
-derivation as training, so what it shows is what the model gets. Because each augmentation's draw
-depends only on its own name, the "all enabled" column is exactly the single-augmentation columns
-composed.
+(:mod:`fakeface.augmentations`), with a fresh seeded draw per image and epoch, and the preview
+stage (:mod:`fakeface.preview`) shows them. This stage writes the shards they read
+(:func:`fakeface.shards.write_shards`) and reads only ``augment.shard_size``, so switching an
+augmentation never repacks the data.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from fakeface import CLASS_NAMES
-from fakeface.config import AugmentConfig
+from fakeface.config import Params
 from fakeface.manifest import read_manifest
 from fakeface.shards import write_shards
+from fakeface.stage_paths import AugmentPaths
 
 log = logging.getLogger(__name__)
 
-#: Preview images larger than this are shown downscaled (the grid is for eyes, not for models).
-PREVIEW_MAX_SIDE = 256
 
-
-def _preview_rows(manifest: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``n`` training images, classes alternating, deterministic for ``seed``."""
-    train = manifest[manifest["split"] == "train"].sort_values("path", kind="stable")
-    rng = np.random.default_rng(seed)
-    per_class = []
-    for name in CLASS_NAMES:
-        rows = train[train["label"] == name].reset_index(drop=True)
-        per_class.append([rows.iloc[i] for i in rng.permutation(len(rows))])
-    picked = []
-    for k in range(max((len(rows) for rows in per_class), default=0)):
-        for rows in per_class:
-            if k < len(rows):
-                picked.append(rows[k])
-    return pd.DataFrame(picked[:n]).reset_index(drop=True)
-
-
-def write_preview(
-    cfg: AugmentConfig, seed: int, manifest: pd.DataFrame, preview_path: Path
-) -> dict[str, Any]:
-    """Draw the preview grid PNG; returns what it shows (images, columns)."""
-    import tensorflow as tf
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from fakeface.augmentations import augment_image, only
-    from fakeface.shards import decode_image
-
-    rows = _preview_rows(manifest, cfg.preview_images, seed)
-    enabled = cfg.enabled()
-    columns: list[tuple[str, AugmentConfig | None]] = [("original", None)]
-    columns += [(name, only(cfg, name)) for name in enabled]
-    if enabled:
-        columns.append(("all enabled", cfg))
-
-    n_rows = max(1, len(rows))
-    figure = Figure(figsize=(2.0 * len(columns), 2.0 * n_rows + 0.6), dpi=100)
-    FigureCanvasAgg(figure)
-    if not enabled:
-        figure.suptitle("no augmentations enabled: training sees the original images")
-    else:
-        figure.suptitle(f"augmentations (seed {seed}): " + ", ".join(enabled))
-    if rows.empty:
-        log.warning("no training images to preview")
-    for r, row in enumerate(rows.itertuples(index=False)):
-        side = int(min(row.width, row.height, PREVIEW_MAX_SIDE))
-        image = decode_image(tf.constant(Path(row.path).read_bytes()), side)
-        image_seed = tf.constant([seed, r], dtype=tf.int64)
-        for c, (title, column_cfg) in enumerate(columns):
-            shown = image if column_cfg is None else augment_image(image, image_seed, column_cfg)
-            axis = figure.add_subplot(n_rows, len(columns), r * len(columns) + c + 1)
-            axis.imshow(np.clip(np.rint(shown.numpy()), 0, 255).astype(np.uint8))
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if r == 0:
-                axis.set_title(title, fontsize=9)
-            if c == 0:
-                axis.set_ylabel(row.label, fontsize=9)
-    figure.tight_layout()
-    preview_path = Path(preview_path)
-    preview_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(preview_path)
-    return {"images": len(rows), "columns": [title for title, _ in columns]}
-
-
-def augment(
-    cfg: AugmentConfig, seed: int, manifest_path: Path, shards_dir: Path, preview_path: Path
-) -> dict:
-    """Run the augment stage: shards, ``index.json`` and the preview PNG. Returns the index."""
-    manifest = read_manifest(manifest_path)
-    index = write_shards(manifest, Path(shards_dir), cfg.shard_size)
-    preview = write_preview(cfg, seed, manifest, Path(preview_path))
+def run(params: Params, paths: AugmentPaths) -> dict:
+    """Write the shards and ``index.json`` under ``paths.shards``; returns the index."""
+    shard_size = params.augment.shard_size
+    index = write_shards(read_manifest(paths.manifest), Path(paths.shards), shard_size)
     splits = [f"{split} {entry['n']} ({len(entry['shards'])} shards)" for split, entry in index.items()]
-    log.info(
-        "augment: %s in %s; shard_size %d",
-        ", ".join(splits),
-        shards_dir,
-        cfg.shard_size,
-    )
-    log.info(
-        "augment: on the fly in training: %s; preview %s (%d images, columns %s)",
-        ", ".join(cfg.enabled()) or "none",
-        preview_path,
-        preview["images"],
-        preview["columns"],
-    )
+    log.info("augment: %s in %s; shard_size %d", ", ".join(splits), paths.shards, shard_size)
     return index

@@ -8,10 +8,16 @@ Why stateless: every random op takes an explicit seed tensor, so the same image 
 bit-identical output eagerly, inside ``tf.data.Dataset.map`` (graph mode) and across parallel map
 calls, whatever the thread scheduling. Stateful ``tf.random`` ops would not.
 
-Each augmentation gets its own seed derived from the image's seed by its position in
-:data:`~fakeface.config.AUGMENTATION_ORDER` (not by its position among the *enabled* ones), so
-switching one augmentation on or off does not change the draws of the others: an ablation changes
-one thing only.
+Each augmentation gets its own seed derived from the image's seed by its registered seed index
+(see :mod:`fakeface.config.augment`), not by its position among the *enabled* ones, so switching
+one augmentation on or off does not change the draws of the others: an ablation changes one thing
+only.
+
+The registry: names, parameter classes, order, seed indices and docs live in
+:mod:`fakeface.config.augment` (no TensorFlow there); each op below is registered against its name
+with ``@OPS.register(name)``, which checks that it takes ``(image, seed, <its config's fields>)``.
+:func:`augment_image` walks the registry, so adding an augmentation adds an op here and nothing
+else in this module.
 
 The augmentations: geometric (flip, crop, zoom, rotate, stretch), colour (brightness, contrast,
 per-channel shift), kernel (unsharp-mask sharpness, Gaussian blur) and the degradations images
@@ -28,20 +34,33 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from fakeface.config import AUGMENTATION_ORDER, AugmentConfig
+from fakeface.config.augment import (
+    AUGMENTATIONS,
+    AugmentConfig,
+    get_augmentation,
+    list_augmentations,
+    seed_count,
+)
+from fakeface.config.registry import Implementations
 
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+Op = Callable[..., tf.Tensor]
+
+#: The op of each registered augmentation, called as ``op(image, seed, **its parameters)``.
+OPS: Implementations[Op] = Implementations(AUGMENTATIONS, leading=("image", "seed"))
 
 #: How out-of-image pixels are filled after a rotation. REFLECT keeps image statistics (no black
 #: corners a detector could learn as a cue for "augmented").
 ROTATE_FILL_MODE = "REFLECT"
 
 
-def _seeds(seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """One independent ``[2]`` seed per augmentation name, fixed by its place in the order."""
+def augmentation_seeds(seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """One independent ``[2]`` seed per augmentation name: row ``seed_index`` of the image seed's
+    split into :func:`~fakeface.config.augment.seed_count` (a split's first rows do not depend on
+    how many there are, so appending an augmentation leaves the older ones' seeds as they were)."""
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-    split = tf.random.experimental.stateless_split(seed, num=len(AUGMENTATION_ORDER))
-    return {name: split[i] for i, name in enumerate(AUGMENTATION_ORDER)}
+    split = tf.random.experimental.stateless_split(seed, num=seed_count())
+    return {spec.name: split[spec.seed_index] for spec in AUGMENTATIONS}
 
 
 def _sub_seeds(seed: tf.Tensor, num: int) -> tf.Tensor:
@@ -59,6 +78,13 @@ def _side(fraction: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(pixels, 1, length)
 
 
+@OPS.register("flip")
+def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror left-right with probability 1/2."""
+    return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+@OPS.register("crop")
 def random_crop(image: tf.Tensor, seed: tf.Tensor, min_fraction: float) -> tf.Tensor:
     """A crop of ``f`` of each side, ``f ~ U[min_fraction, 1]``, at a random place, resized back.
 
@@ -72,6 +98,7 @@ def random_crop(image: tf.Tensor, seed: tf.Tensor, min_fraction: float) -> tf.Te
     return _resize_back(crop, shape[:2])
 
 
+@OPS.register("zoom")
 def random_zoom(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf.Tensor:
     """Zoom in: a centred crop of ``1 - f`` of each side, ``f ~ U[0, max_fraction]``, resized back."""
     shape = tf.shape(image)
@@ -110,6 +137,7 @@ def rotate(image: tf.Tensor, angle: tf.Tensor, fill_mode: str = ROTATE_FILL_MODE
     return out[0]
 
 
+@OPS.register("rotate")
 def random_rotate(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf.Tensor:
     """Rotate by an angle drawn uniformly in ``[-max_degrees, max_degrees]``."""
     limit = max_degrees * math.pi / 180.0
@@ -117,11 +145,13 @@ def random_rotate(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf.T
     return rotate(image, angle)
 
 
+@OPS.register("brightness")
 def random_brightness(image: tf.Tensor, seed: tf.Tensor, max_delta: float) -> tf.Tensor:
     """Add one delta ``~ U[-max_delta, max_delta] * 255`` to every pixel (``max_delta`` is a fraction)."""
     return tf.image.stateless_random_brightness(image, max_delta * 255.0, seed)
 
 
+@OPS.register("contrast")
 def random_contrast(image: tf.Tensor, seed: tf.Tensor, lower: float, upper: float) -> tf.Tensor:
     """Scale each channel's deviation from its mean by a factor ``~ U[lower, upper]``."""
     if upper > lower:
@@ -129,6 +159,7 @@ def random_contrast(image: tf.Tensor, seed: tf.Tensor, lower: float, upper: floa
     return tf.image.adjust_contrast(image, lower)  # lower == upper: a fixed factor, nothing to draw
 
 
+@OPS.register("stretch")
 def random_stretch(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf.Tensor:
     """Anisotropic scale: a centred crop of ``fy`` of the height and ``fx`` of the width, each
     ``~ U[1 - max_fraction, 1]`` independently, resized back (height stretched by ``1 / fy``,
@@ -141,6 +172,7 @@ def random_stretch(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf
     return _resize_back(crop, shape[:2])
 
 
+@OPS.register("channel_shift")
 def random_channel_shift(image: tf.Tensor, seed: tf.Tensor, max_delta: float) -> tf.Tensor:
     """Add an independent offset ``~ U[-max_delta, max_delta] * 255`` to each channel."""
     limit = max_delta * 255.0
@@ -184,12 +216,14 @@ def _radius(max_sigma: float) -> int:
     return int(math.ceil(3.0 * max_sigma))
 
 
+@OPS.register("blur")
 def random_blur(image: tf.Tensor, seed: tf.Tensor, max_sigma: float) -> tf.Tensor:
     """Gaussian blur with ``sigma ~ U[0, max_sigma]`` pixels."""
     sigma = tf.random.stateless_uniform([], seed, minval=0.0, maxval=max_sigma)
     return gaussian_blur(image, sigma, _radius(max_sigma))
 
 
+@OPS.register("sharpness")
 def random_sharpness(image: tf.Tensor, seed: tf.Tensor, max_amount: float, sigma: float) -> tf.Tensor:
     """Unsharp mask: ``image + a * (image - blur(image))`` with ``a ~ U[0, max_amount]``."""
     amount = tf.random.stateless_uniform([], seed, minval=0.0, maxval=max_amount)
@@ -197,6 +231,7 @@ def random_sharpness(image: tf.Tensor, seed: tf.Tensor, max_amount: float, sigma
     return image + amount * (image - blurred)
 
 
+@OPS.register("downscale")
 def random_downscale(image: tf.Tensor, seed: tf.Tensor, min_factor: float) -> tf.Tensor:
     """Resize to ``f`` of each side, ``f ~ U[min_factor, 1]`` (bilinear, antialiased), and back."""
     shape = tf.shape(image)
@@ -207,6 +242,7 @@ def random_downscale(image: tf.Tensor, seed: tf.Tensor, min_factor: float) -> tf
     return _resize_back(small, shape[:2])
 
 
+@OPS.register("jpeg")
 def random_jpeg(image: tf.Tensor, seed: tf.Tensor, min_quality: int, max_quality: int) -> tf.Tensor:
     """Encode as JPEG at a quality drawn from the integers ``min_quality..max_quality``, decode.
 
@@ -224,8 +260,11 @@ def _clip(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+OPS.check_complete()  # every registered augmentation has its op, or this module fails to import
+
+
 def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Apply the enabled augmentations of ``cfg`` in :data:`AUGMENTATION_ORDER`.
+    """Apply the enabled augmentations of ``cfg`` in registry order.
 
     ``image`` is float32 ``[H, W, 3]`` in 0..255, ``seed`` an int32/int64 tensor of shape ``[2]``.
     Same image and seed give identical output; with nothing enabled the image is returned as is.
@@ -237,36 +276,10 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
     if not enabled:
         return image
     static_shape = image.shape  # e.g. [224, 224, 3] from decode_image; resizes lose it
-    seeds = _seeds(seed)
+    seeds = augmentation_seeds(seed)
     for name in enabled:
-        s = seeds[name]
-        if name == "flip":
-            image = tf.image.stateless_random_flip_left_right(image, s)
-        elif name == "crop":
-            image = random_crop(image, s, cfg.crop.min_fraction)
-        elif name == "zoom":
-            image = random_zoom(image, s, cfg.zoom.max_fraction)
-        elif name == "rotate":
-            image = random_rotate(image, s, cfg.rotate.max_degrees)
-        elif name == "brightness":
-            image = random_brightness(image, s, cfg.brightness.max_delta)
-        elif name == "contrast":
-            image = random_contrast(image, s, cfg.contrast.lower, cfg.contrast.upper)
-        elif name == "stretch":
-            image = random_stretch(image, s, cfg.stretch.max_fraction)
-        elif name == "channel_shift":
-            image = random_channel_shift(image, s, cfg.channel_shift.max_delta)
-        elif name == "sharpness":
-            image = random_sharpness(image, s, cfg.sharpness.max_amount, cfg.sharpness.sigma)
-        elif name == "blur":
-            image = random_blur(image, s, cfg.blur.max_sigma)
-        elif name == "downscale":
-            image = random_downscale(image, s, cfg.downscale.min_factor)
-        elif name == "jpeg":
-            image = random_jpeg(image, s, cfg.jpeg.min_quality, cfg.jpeg.max_quality)
-        else:  # pragma: no cover - AUGMENTATION_ORDER and this function must agree
-            raise ValueError(f"no implementation for augmentation {name!r}")
-        image = _clip(image)
+        spec = get_augmentation(name)
+        image = _clip(OPS.get(name)(image, seeds[name], **spec.kwargs(getattr(cfg, name))))
     # Keep the static shape for the traced graph, so batches keep a known [.., H, W, 3] spec.
     image.set_shape(static_shape)
     return image
@@ -289,10 +302,9 @@ def build_augmenter(cfg: AugmentConfig) -> Augmenter:
 
 def only(cfg: AugmentConfig, name: str) -> AugmentConfig:
     """A copy of ``cfg`` with just ``name`` enabled (its parameters kept): for previews and tests."""
-    if name not in AUGMENTATION_ORDER:
-        raise ValueError(f"unknown augmentation {name!r}; expected one of {list(AUGMENTATION_ORDER)}")
+    get_augmentation(name)  # an unknown name fails, listing the known ones
     update = {
         other: getattr(cfg, other).model_copy(update={"enabled": other == name})
-        for other in AUGMENTATION_ORDER
+        for other in list_augmentations()
     }
     return cfg.model_copy(update=update)

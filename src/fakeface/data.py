@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from fakeface.augmentations import build_augmenter
 from fakeface.config import AugmentConfig
-from fakeface.shards import decode_image, parse_example, shard_files
+from fakeface.shards import INDEX_NAME, decode_image, parse_example, read_index, shard_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -76,5 +76,12 @@ def make_dataset(
         )
         return (image, target, path) if with_ids else (image, target)
 
-    dataset = dataset.map(to_targets, num_parallel_calls=AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE).with_options(_options())
+    dataset = dataset.map(to_targets, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    # TFRecord files do not tell tf.data how many records they hold; the index does. Knowing the
+    # number of batches lets Keras size its epochs (a progress bar with an end) instead of running
+    # into the end of the data and warning "Your input ran out of data" every epoch.
+    index = read_index(Path(shards_dir)) if (Path(shards_dir) / INDEX_NAME).is_file() else None
+    if index is not None:
+        images = sum(int(index[name]["n"]) for name in splits)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-images // batch_size)))
+    return dataset.prefetch(AUTOTUNE).with_options(_options())

@@ -32,9 +32,10 @@ import pandas as pd
 from PIL import Image
 
 from fakeface import CLASS_NAMES, SPLITS
-from fakeface.config import EdaConfig
+from fakeface.config import EdaConfig, Params
 from fakeface.logs import progress
 from fakeface.manifest import read_manifest
+from fakeface.stage_paths import EdaPaths
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +300,25 @@ def _class_pass(
     return stats, spectrum_sum / len(rows)
 
 
-def eda(cfg: EdaConfig, seed: int, manifest_path: Path, out_dir: Path) -> dict:
-    """Run the eda stage; write plots, ``spectrum.npz`` and ``eda.json`` to ``out_dir``.
+def run(params: Params, paths: EdaPaths, *, track: bool = True) -> dict:
+    """Run the eda stage: plots, ``spectrum.npz`` and ``eda.json`` in ``paths.out_dir``.
 
-    Returns the dict written to ``eda.json`` (the caller logs it and the files to MLflow).
+    With ``track`` the numbers and files go to an MLflow run of their own (tagged
+    ``fakeface.stage=eda``: eda runs before train opens the pipeline's run); the returned dict is
+    ``eda.json``'s content plus that run's id as ``mlflow_run_id``.
     """
+    report = describe(params.eda, params.seed, Path(paths.manifest), Path(paths.out_dir))
+    if track:
+        from fakeface import tracking
+
+        report["mlflow_run_id"] = tracking.log_side_run(
+            "eda", params.tracking.experiment, Path(paths.out_dir), report
+        )
+    return report
+
+
+def describe(cfg: EdaConfig, seed: int, manifest_path: Path, out_dir: Path) -> dict:
+    """Write the EDA files to ``out_dir``; returns the dict written to ``eda.json``."""
     manifest = read_manifest(manifest_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from fakeface import CLASS_NAMES
-from fakeface.config import EvaluateConfig
+from fakeface.config import EvaluateConfig, Params
+from fakeface.stage_paths import EvaluatePaths
 
 log = logging.getLogger(__name__)
 
@@ -158,33 +159,17 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def evaluate(
-    cfg: EvaluateConfig,
-    model_path: str | Path,
-    shards_dir: str | Path,
-    metrics_path: str | Path,
-    plots_dir: str | Path,
-    reports_dir: str | Path,
-    run_info_path: str | Path | None = None,
-    experiment: str = "fakeface",
-    *,
-    robustness_path: str | Path | None = None,
-    slices_path: str | Path | None = None,
-    explain_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate on the test split; log to the pipeline's MLflow run when ``run_info_path`` is given.
+def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str, Any]:
+    """Evaluate on the test split and, with ``track``, log to the training run (``paths.run_info``).
 
-    The decision threshold comes from ``cfg.threshold_method``: the fixed param, or chosen on the
-    valid split of the same shards. The returned dict (also ``metrics_path``) holds the test
+    The decision threshold comes from ``evaluate.threshold_method``: the fixed param, or chosen on
+    the valid split of the same shards. The returned dict (also ``paths.metrics``) holds the test
     metrics at that threshold, ``threshold`` itself (what register stores with the model), the
     same metrics at 0.5 (``threshold_0_5``), how the threshold was chosen and the calibration.
-    Robustness (``robustness_path``, default ``robustness.json`` next to ``metrics_path``), slices
-    (``slices.json`` likewise) and integrated-gradients heatmaps (``explain_dir``, default
-    ``explain/`` next to ``reports_dir``) are written alongside.
+    Robustness, slices and integrated-gradients heatmaps go to their own paths.
     """
-    import keras
-
     from fakeface import calibration, robustness, slices
+    from fakeface.model import load_model_file
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -195,12 +180,14 @@ def evaluate(
         timings[name] = now - clock
         clock = now
 
-    metrics_path, plots_dir, reports_dir = Path(metrics_path), Path(plots_dir), Path(reports_dir)
-    robustness_path = Path(robustness_path) if robustness_path else metrics_path.parent / "robustness.json"
-    slices_path = Path(slices_path) if slices_path else metrics_path.parent / "slices.json"
-    explain_dir = Path(explain_dir) if explain_dir else reports_dir.parent / "explain"
+    cfg = params.evaluate
+    shards_dir = Path(paths.shards)
+    metrics_path, plots_dir, reports_dir = Path(paths.metrics), Path(paths.plots), Path(paths.reports)
+    robustness_path, slices_path, explain_dir = Path(paths.robustness), Path(paths.slices), Path(paths.explain)
+    for folder in (plots_dir, reports_dir):
+        folder.mkdir(parents=True, exist_ok=True)
 
-    model = keras.models.load_model(model_path, compile=False)
+    model = load_model_file(paths.model)
     preds = predict_split(model, shards_dir, "test", cfg.batch_size)
     sweep = None
     if cfg.threshold_method == "fixed":
@@ -268,12 +255,12 @@ def evaluate(
     lap("explain")
     log.info("evaluate timings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
-    if run_info_path is not None:
+    if track:
         import mlflow
 
         from fakeface import tracking
 
-        with tracking.resume_run(run_info_path, experiment):
+        with tracking.resume_run(paths.run_info, params.tracking.experiment):
             mlflow.log_metrics(run_metrics(result, table, explanation))
             tracking.log_stage_settings("evaluate", stage_settings(cfg))
             artifacts = [*figures, report, reports_dir / "slices.md", reports_dir / "robustness.png",
@@ -348,8 +335,6 @@ def load_split_images(shards_dir: str | Path, split: str, paths: list[str], size
 
 def stage_settings(cfg: EvaluateConfig) -> dict[str, Any]:
     """The evaluate section as dotted keys (``robustness.jpeg_q50.quality``...), for run tags."""
-    from fakeface.config import Params
-
     return {k.removeprefix("evaluate."): v for k, v in Params(evaluate=cfg).flat().items() if k.startswith("evaluate.")}
 
 

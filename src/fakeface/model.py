@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
 from keras import layers
 
+from fakeface import FakefaceError
 from fakeface.backbones import apply_preprocessing, get_backbone
 from fakeface.config import TrainConfig
 
@@ -98,3 +100,20 @@ def probabilities_of_fake(predictions: Any) -> Any:
     if predictions.ndim == 2 and predictions.shape[1] == 2:
         return predictions[:, 1]
     return predictions.reshape(-1)
+
+
+class ModelFileError(FakefaceError):
+    """A model file that cannot be loaded as a Keras model."""
+
+
+def load_model_file(path: str | Path) -> keras.Model:
+    """A saved ``.keras`` model, uncompiled (evaluate, register and predict only run it).
+
+    Anything that is not a loadable Keras model (a truncated download, a wrong file) is one clear
+    error naming the file, not a traceback from deep inside Keras.
+    """
+    path = Path(path)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        raise ModelFileError(f"cannot load model {path}: {type(error).__name__}: {error}") from None

@@ -37,8 +37,8 @@ DEFAULT_THRESHOLD = 0.5
 URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "file:/")
 
 
-class InputError(Exception):
-    """One file that cannot be scored; the message goes into its row."""
+class InputError(FakefaceError):
+    """One file that cannot be scored; the message goes into its row (never stops the batch)."""
 
 
 @dataclass
@@ -105,12 +105,9 @@ def load_model(spec: str, threshold: float | None = None) -> LoadedModel:
         except mlflow.exceptions.MlflowException as error:
             raise FakefaceError(f"cannot load model {spec}: {error.message}") from None
     elif path.is_file():
-        import keras
+        from fakeface.model import load_model_file
 
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as error:  # a file that is not a Keras model
-            raise FakefaceError(f"cannot load model {spec}: {type(error).__name__}: {error}") from None
+        model = load_model_file(path)
     else:
         raise FakefaceError(
             f"model {spec!r} not found: give a .keras file, runs:/<run_id>/model or models:/<name>@<alias>"

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from fakeface import CLASS_NAMES
-from fakeface.config import RegisterConfig
+from fakeface import CLASS_NAMES, FakefaceError
+from fakeface.config import Params
+from fakeface.stage_paths import RegisterPaths
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,23 @@ def _mlflow_keras_example_fix() -> Iterator[None]:
         keras_save._save_example = original
 
 
-def register(
-    cfg: RegisterConfig,
-    model_path: str | Path,
-    evaluation_path: str | Path,
-    run_info_path: str | Path,
-    out_path: str | Path,
-    experiment: str = "fakeface",
-) -> Registration:
+class EvaluationFileError(FakefaceError):
+    """An evaluation file that is not evaluate's output."""
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """Evaluate's metrics JSON; the gate needs its ``auc`` (and ``threshold``, stored with the model)."""
+    try:
+        evaluation = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise EvaluationFileError(f"{path}: not evaluate's metrics (invalid JSON: {error})") from None
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("auc"), (int, float)):
+        raise EvaluationFileError(f"{path}: not evaluate's metrics (no numeric 'auc'; rerun the evaluate stage)")
+    return evaluation
+
+
+def run(params: Params, paths: RegisterPaths) -> Registration:
+    """Log the model to the training run; register it and point the alias at it if it passes."""
     import keras
     import mlflow
     import tensorflow as tf
@@ -85,17 +95,22 @@ def register(
     from mlflow.tracking import MlflowClient
 
     from fakeface import tracking
+    from fakeface.model import load_model_file
 
-    evaluation = json.loads(Path(evaluation_path).read_text())
+    # MLflow runs the model on the input example through model.predict, whose progress bar would
+    # land in the log as control characters; register trains nothing, so bars are off for good.
+    keras.config.disable_interactive_logging()
+    cfg = params.register
+    evaluation = read_evaluation(Path(paths.evaluation))
     test_auc = float(evaluation["auc"])
     threshold = float(evaluation.get("threshold", 0.5))
-    model = keras.models.load_model(model_path, compile=False)
+    model = load_model_file(paths.model)
     size = int(model.input_shape[1])
     example = np.full((1, size, size, 3), 127.0, dtype="float32")
     signature = infer_signature(example, np.asarray(model.predict_on_batch(example)))
     passes = test_auc >= cfg.min_test_auc
 
-    with tracking.resume_run(run_info_path, experiment) as run:
+    with tracking.resume_run(paths.run_info, params.tracking.experiment) as run:
         tracking.log_stage_settings("register", cfg.model_dump())
         with _mlflow_keras_example_fix():
             info = mlflow.keras.log_model(
@@ -139,7 +154,7 @@ def register(
             log.warning("not registered: %s", result.reason)
         mlflow.set_tag("register.registered", str(result.registered).lower())
 
-    out_path = Path(out_path)
+    out_path = Path(paths.registry)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

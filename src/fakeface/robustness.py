@@ -7,14 +7,12 @@ encoded bytes in the shards, decoded at their own size, as :func:`fakeface.shard
 does before its resize), applies one perturbation at that size, and then feeds the model exactly
 as training does (bilinear antialiased resize to the input size, skipped when already there).
 
-Perturbations (one ``evaluate.robustness`` entry each, see :mod:`fakeface.config`); all keep
-the image's shape and return 8-bit RGB, as a saved file would be:
-
-* ``jpeg``: re-encode as JPEG at ``quality`` with PIL (libjpeg, 4:2:0 chroma), decode with TF;
-* ``blur``: Gaussian blur with standard deviation ``sigma`` pixels (PIL ``GaussianBlur``);
-* ``scale``: resize by ``factor`` (< 1 shrinks, > 1 enlarges) and back to the original size,
-  bilinear with antialiasing: what survives a round trip through a smaller (or larger) copy;
-* ``crop``: central crop keeping ``fraction`` of each side, resized back to the original size.
+Perturbations are a registry: each kind (``jpeg``, ``blur``, ``scale``, ``crop``...) is a parameter
+class in :mod:`fakeface.config.robustness` (what ``evaluate.robustness`` entries are validated
+against, and what the README's table is rendered from) and a numpy function here, registered
+against that kind with ``@FUNCTIONS.register(kind)``, which checks that it takes
+``(image, <the class's fields>)``. All keep the image's shape and return 8-bit RGB, as a saved
+file would be.
 
 The clean images are scored through the same path (row ``none``), so every drop is measured
 against a baseline computed the same way. At most ``evaluate.robustness_max_images`` test images
@@ -34,16 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fakeface.config import (
-    BlurPerturbation,
-    CropPerturbation,
-    JpegPerturbation,
-    ScalePerturbation,
-)
+from fakeface.config.registry import Implementations
+from fakeface.config.robustness import PERTURBATIONS, describe, get_perturbation
 
 log = logging.getLogger(__name__)
 
 CLEAN = "none"
+
+#: The function of each registered perturbation kind: ``uint8 [h, w, 3] -> uint8 [h, w, 3]``,
+#: called as ``function(image, **its parameters)``.
+FUNCTIONS: Implementations[Callable[..., np.ndarray]] = Implementations(PERTURBATIONS, leading=("image",))
 
 
 # --------------------------------------------------------------------------- images
@@ -81,7 +79,9 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return _to_uint8(resized.numpy())
 
 
+@FUNCTIONS.register("jpeg")
 def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
+    """Re-encode with PIL (libjpeg, 4:2:0 chroma) at ``quality``; decode with TF, as training does."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -89,43 +89,40 @@ def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
     return decode_original(buffer.getvalue())
 
 
+@FUNCTIONS.register("blur")
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """PIL ``GaussianBlur`` with standard deviation ``sigma`` pixels."""
     from PIL import Image, ImageFilter
 
     blurred = Image.fromarray(_to_uint8(image), "RGB").filter(ImageFilter.GaussianBlur(radius=float(sigma)))
     return np.asarray(blurred, dtype=np.uint8)
 
 
+@FUNCTIONS.register("scale")
 def rescale_round_trip(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize by ``factor`` (at least 1 px a side) and back, bilinear with antialiasing."""
     height, width = image.shape[:2]
     small_h, small_w = max(1, round(height * factor)), max(1, round(width * factor))
     return _resize(_resize(image, small_h, small_w), height, width)
 
 
+@FUNCTIONS.register("crop")
 def center_crop_resized(image: np.ndarray, fraction: float) -> np.ndarray:
+    """Central crop of ``fraction`` of each side (at least 1 px), resized back."""
     height, width = image.shape[:2]
     crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     return _resize(image[top : top + crop_h, left : left + crop_w], height, width)
 
 
+FUNCTIONS.check_complete()  # every registered kind has its function, or this module fails to import
+
+
 def perturbation_fn(spec: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The uint8 -> uint8 function for one ``evaluate.robustness`` entry."""
-    if isinstance(spec, JpegPerturbation):
-        return lambda image: jpeg_recompress(image, spec.quality)
-    if isinstance(spec, BlurPerturbation):
-        return lambda image: gaussian_blur(image, spec.sigma)
-    if isinstance(spec, ScalePerturbation):
-        return lambda image: rescale_round_trip(image, spec.factor)
-    if isinstance(spec, CropPerturbation):
-        return lambda image: center_crop_resized(image, spec.fraction)
-    raise TypeError(f"unknown perturbation {spec!r}")
-
-
-def describe(spec: Any) -> str:
-    """``quality=50``, ``sigma=1``...: the settings of an entry, for tables."""
-    fields = spec.model_dump(exclude={"kind", "enabled"})
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    """The uint8 -> uint8 function for one ``evaluate.robustness`` entry (a registered kind)."""
+    function = FUNCTIONS.get(spec.kind)
+    kwargs = get_perturbation(spec.kind).kwargs(spec)
+    return lambda image: function(image, **kwargs)
 
 
 # --------------------------------------------------------------------------- records

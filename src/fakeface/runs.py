@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from fakeface import FakefaceError
+from fakeface.redact import redact
 
 #: (column label, MLflow param key): the knobs that tell pipeline runs apart.
 DEFAULT_PARAMS: tuple[tuple[str, str], ...] = (
@@ -100,8 +101,6 @@ def fetch_runs(
 
 
 def _where(client: Any) -> str:
-    from fakeface.tracking import redact
-
     uri = getattr(getattr(client, "_tracking_client", None), "tracking_uri", None)
     return redact(str(uri)) if uri else "the tracking store"
 
@@ -202,7 +201,7 @@ def runs_table(
     import mlflow
 
     from fakeface import tracking
-    from fakeface.stack import check_tracking_server
+    from fakeface.stack.health import check_tracking_server
 
     uri = tracking.tracking_uri()
     check_tracking_server(uri)
@@ -219,7 +218,7 @@ def runs_table(
     with_metric = sum(row.metric(sort) is not None for row in rows)
     order = "ascending" if ascending else "descending"
     footer = (
-        f"{len(rows)} run(s) of experiment {experiment!r} at {tracking.redact(uri)}, by {sort} "
+        f"{len(rows)} run(s) of experiment {experiment!r} at {redact(uri)}, by {sort} "
         f"({order}); {len(rows) - with_metric} without {sort} at the bottom"
     )
     if fmt == "markdown":

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fakeface import CLASS_NAMES, LABEL_INDEX, SPLITS
+from fakeface import CLASS_NAMES, LABEL_INDEX, SPLITS, FakefaceError
 from fakeface.logs import progress
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -59,7 +59,7 @@ _BYTES_FEATURES = ("image", "sha256", "path", "source", "split", "format")
 _INT_FEATURES = ("label", "width", "height")
 
 
-class ShardError(RuntimeError):
+class ShardError(FakefaceError):
     """Shards that cannot be written or read as the contract says."""
 
 
@@ -219,11 +219,14 @@ def read_index(shards_dir: Path) -> dict:
     """The ``index.json`` written by :func:`write_shards`; a clear error if there is none."""
     path = Path(shards_dir) / INDEX_NAME
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ShardError(
             f"{path}: shard index not found (run the augment stage first, or an earlier run "
             "stopped before it finished)"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ShardError(f"{path}: not a shard index (invalid JSON: {error})") from None
 
 
 def shard_files(shards_dir: Path, split: str) -> list[str]:
@@ -236,7 +239,7 @@ def shard_files(shards_dir: Path, split: str) -> list[str]:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
     shards_dir = Path(shards_dir)
     if not shards_dir.is_dir():
-        raise FileNotFoundError(f"{shards_dir}: shards directory not found (run the augment stage first)")
+        raise ShardError(f"{shards_dir}: shards directory not found (run the augment stage first)")
     split_dir = shards_dir / split
     pattern = f"{split}-*-of-*{SUFFIX}"
     found = sorted(str(p) for p in split_dir.glob(pattern)) if split_dir.is_dir() else []
@@ -251,7 +254,7 @@ def shard_files(shards_dir: Path, split: str) -> list[str]:
                 f"index {extra}); re-run the augment stage"
             )
     if not found:
-        raise FileNotFoundError(f"{split_dir}: no {split} shards (is the {split} split empty?)")
+        raise ShardError(f"{split_dir}: no {split} shards (is the {split} split empty?)")
     return found
 
 

@@ -47,7 +47,7 @@ def _config(args: argparse.Namespace):
 
 def _status_text(cfg, rows) -> str:
     from fakeface import stack
-    from fakeface.tracking import redact
+    from fakeface.redact import redact
 
     lines = [f"fakeface stack in {cfg.root}"]
     for row in rows:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,11 +22,21 @@ from typing import Any, Iterator
 
 import mlflow
 
-from fakeface.stack import check_tracking_server
+from fakeface import FakefaceError
+from fakeface.redact import redact
+from fakeface.stack.health import check_tracking_server
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
+#: MLflow 3's UI opens an experiment by its kind: without this tag it guesses, and shows the
+#: GenAI overview (traces, prompts) for a project that trains models.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+class RunInfoError(FakefaceError):
+    """The run-info file train leaves for evaluate and register is missing or not train's."""
 
 
 def tracking_uri() -> str:
@@ -38,17 +47,14 @@ def tracking_uri() -> str:
     return uri
 
 
-def redact(uri: str) -> str:
-    """A URI fit for logs: ``user:password@`` removed."""
-    return re.sub(r"//[^/@]+@", "//***@", uri)
-
-
 def configure(experiment: str) -> str:
     """Point MLflow at the tracking store and select the experiment; returns the experiment id."""
     uri = tracking_uri()
     check_tracking_server(uri)  # a dead server: a clear error in seconds, not minutes of retries
     mlflow.set_tracking_uri(uri)
     experiment_obj = mlflow.set_experiment(experiment)
+    if EXPERIMENT_KIND_TAG not in experiment_obj.tags:
+        mlflow.MlflowClient().set_experiment_tag(experiment_obj.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     log.info("MLflow: %s, experiment %r", redact(uri), experiment)
     return experiment_obj.experiment_id
 
@@ -62,10 +68,13 @@ def write_run_info(path: str | Path, run_id: str, experiment_id: str) -> None:
 def read_run_info(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: run info not found (run the train stage first)")
-    info = json.loads(path.read_text())
-    if "run_id" not in info:
-        raise ValueError(f"{path}: no run_id in run info")
+        raise RunInfoError(f"{path}: run info not found (run the train stage first)")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunInfoError(f"{path}: not train's run info (invalid JSON: {error})") from None
+    if not isinstance(info, dict) or "run_id" not in info:
+        raise RunInfoError(f"{path}: no run_id in run info (rerun the train stage)")
     return info
 
 

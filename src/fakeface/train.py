@@ -3,7 +3,7 @@
 Phase 1 trains the head on a frozen base; phase 2 unfreezes the top ``fine_tune_layers`` at a
 lower learning rate, BatchNorm kept frozen. Early stopping watches validation AUC and restores the
 best weights. Every epoch is checkpointed with Keras' ``BackupAndRestore`` under
-``train.checkpoint_dir``, so a killed run (a pre-empted GPU node, Ctrl-C) restarted with the same
+the runtime's checkpoint folder (:class:`fakeface.runtime.Runtime`), so a killed run (a pre-empted GPU node, Ctrl-C) restarted with the same
 params resumes at its last finished epoch, in the same MLflow run. A run with other params or data
 starts afresh.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import keras
 import mlflow
 import tensorflow as tf
-from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from fakeface import CLASS_NAMES
@@ -32,7 +32,9 @@ from fakeface import tracking
 from fakeface.config import Params, TrainConfig
 from fakeface.data import make_dataset
 from fakeface.model import build_classifier, freeze_base, pretrained, unfreeze_top
+from fakeface.runtime import Runtime
 from fakeface.shards import read_index
+from fakeface.stage_paths import TrainPaths
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def fingerprint(params: Params, shards_dir: Path, splits: dict[str, Any] | None 
     """What makes two training runs the same run: train/augment params, seed, data (and splits)."""
     payload: dict[str, Any] = {
         "seed": params.seed,
-        "train": params.train.model_dump(exclude={"checkpoint_dir"}),
+        "train": params.train.model_dump(),
         "augment": params.augment.model_dump(exclude={"shard_size", "preview_images"}),
         "data": read_index(shards_dir),
     }
@@ -192,13 +194,10 @@ class EpochMetricsToMlflow(keras.callbacks.Callback):
 # --------------------------------------------------------------------------- the stage
 
 
-def train(
+def run(
     params: Params,
-    shards_dir: str | Path,
-    model_path: str | Path,
-    run_info_path: str | Path,
-    history_path: str | Path,
-    metrics_path: str | Path,
+    paths: TrainPaths,
+    runtime: Runtime | None = None,
     *,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     parent_run_id: str | None = None,
@@ -210,17 +209,20 @@ def train(
     ``parent_run_id`` nests the run under another (an ablation study's parent run).
     ``train_splits`` are read together for training (``("train", "valid")`` retrains a chosen
     config on both). With ``validation_split`` None the configured epochs all run: no early
-    stopping, no ``val_*`` metrics, and ``best_val_auc`` is NaN (``null`` in ``metrics_path``).
+    stopping, no ``val_*`` metrics, and ``best_val_auc`` is NaN (``null`` in ``paths.metrics``).
+    Checkpoints go to ``runtime.checkpoint_dir`` (default: :meth:`Runtime.from_env`).
     """
     cfg = params.train
-    shards_dir = Path(shards_dir)
+    runtime = runtime or Runtime.from_env()
+    checkpoint_dir = Path(runtime.checkpoint_dir)
+    shards_dir = Path(paths.shards)
     train_splits = (train_splits,) if isinstance(train_splits, str) else tuple(train_splits)
     default_splits = train_splits == ("train",) and validation_split == "valid"
     splits = None if default_splits else {"train": list(train_splits), "valid": validation_split}
     set_determinism(params.seed)
     strategy, xla = configure_devices(cfg)
 
-    state = CheckpointState(Path(cfg.checkpoint_dir), fingerprint(params, shards_dir, splits))
+    state = CheckpointState(checkpoint_dir, fingerprint(params, shards_dir, splits))
     resumed_from = state.last_epoch
     experiment_id = tracking.configure(params.tracking.experiment)
     run = mlflow.start_run(run_id=state.data["run_id"]) if state.data["run_id"] else mlflow.start_run(
@@ -260,15 +262,15 @@ def train(
         ):
             if epochs == 0:
                 continue
-            weights_file = Path(cfg.checkpoint_dir) / f"{phase}.weights.h5"
+            weights_file = checkpoint_dir / f"{phase}.weights.h5"
             if phase in state.data["phases_done"]:
                 done += epochs
                 continue
             if phase == "head":
                 freeze_base(classifier.base)
             else:
-                if (Path(cfg.checkpoint_dir) / "head.weights.h5").is_file():
-                    model.load_weights(Path(cfg.checkpoint_dir) / "head.weights.h5")
+                if (checkpoint_dir / "head.weights.h5").is_file():
+                    model.load_weights(checkpoint_dir / "head.weights.h5")
                 n = unfreeze_top(classifier.base, cfg.fine_tune_layers, freeze_batchnorm=pretrained(cfg))
                 log.info(
                     "fine-tuning %d weighted layers of the base (BatchNorm %s)",
@@ -282,6 +284,7 @@ def train(
                 validation_data=datasets.get("valid"),
                 initial_epoch=done,
                 epochs=done + epochs,
+                shuffle=False,  # the dataset shuffles itself (seeded); Keras' flag cannot reach it
                 # Every epoch is recorded (state, MLflow) before it is backed up, last: a kill
                 # between the two reruns that epoch (and overwrites its row and metric step)
                 # rather than leaving a gap in the history.
@@ -291,7 +294,7 @@ def train(
                     # double_checkpoint: a kill while the weights file is being written leaves
                     # it unreadable; Keras then restores the previous epoch's copy instead.
                     keras.callbacks.BackupAndRestore(
-                        str(Path(cfg.checkpoint_dir) / phase), double_checkpoint=True
+                        str(checkpoint_dir / phase), double_checkpoint=True
                     ),
                 ],
                 verbose=2,
@@ -303,23 +306,23 @@ def train(
 
         history = [state.data["epochs"][k] for k in sorted(state.data["epochs"], key=int)]
         best_val_auc = max((row.get("val_auc", float("nan")) for row in history), default=float("nan"))
-        model_path = Path(model_path)
+        model_path = Path(paths.model)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         # Save an uncompiled twin (same layers, same weights): the artifact then carries no
         # optimizer or training metric, and loads anywhere without this package's code.
         keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
-        _write_history(history, Path(history_path))
+        _write_history(history, Path(paths.history))
         validated = not math.isnan(best_val_auc)
         summary = {"epochs": len(history), "best_val_auc": best_val_auc if validated else None,
                    "image_size": classifier.image_size}
-        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(summary, indent=2) + "\n")
+        Path(paths.metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(paths.metrics).write_text(json.dumps(summary, indent=2) + "\n")
         if validated:
             mlflow.log_metric("best_val_auc", best_val_auc)
-        mlflow.log_artifact(str(history_path), "train")
-        tracking.write_run_info(run_info_path, run.info.run_id, experiment_id)
+        mlflow.log_artifact(str(paths.history), "train")
+        tracking.write_run_info(paths.run_info, run.info.run_id, experiment_id)
 
-    shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("trained %d epochs, best val AUC %.4f, model at %s", len(history), best_val_auc, model_path)
     return TrainResult(run.info.run_id, len(history), best_val_auc, resumed_from, history)
 
@@ -362,7 +365,10 @@ def _log_run_inputs(params: Params, shards_dir: Path) -> None:
     index = read_index(shards_dir)
     mlflow.log_dict(index, "data/shards_index.json")
     # The shards as an MLflow dataset input: the UI shows which data (by digest) a run saw.
-    source = resolve_dataset_source(str(shards_dir.resolve()))
+    # A local path matches two registered sources (for "" and "file" URIs, the same class made
+    # twice) and MLflow warns that it "can be interpreted in multiple ways": name the first.
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    source = resolve_dataset_source(str(shards_dir.resolve()), candidate_sources=[local])
     # MLflow caps dataset digests at 36 characters; 32 hex digits still pin the data.
     digest = (tags.get("data.dvc_md5") or tags.get("data.shards_index_sha256", ""))[:32] or None
     mlflow.log_input(

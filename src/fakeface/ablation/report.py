@@ -1,15 +1,19 @@
-"""``fakeface ablate report``: the seed project's ablation tables, from a stored Optuna study.
+"""The study's results: the seed project's ablation tables, and the study's end on MLflow.
 
 Per factor, per value: the trial that ran that value with every other factor at its base value
 (the one-at-a-time slice; a grid holds it too), else the best trial that ran that value; its
 per-class precision, recall, F1 and support, and the accuracy, all on the **validation** split.
 Then the best trial, the parameter importances, every trial, and the optimisation history.
+:func:`write_report` writes them from a stored study (``fakeface ablate report``, no training);
+:func:`finalize_study` also puts them, the best params and the importances on the parent run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,10 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from fakeface.ablation import CONFIG_PARAM, SPEC_ATTR, format_value, same_value, best_trial, importances, trial_params
+from fakeface import FakefaceError
+from fakeface.ablation.parent_run import parent_run
+from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, format_value, same_value, trial_params
+from fakeface.ablation.study import best_trial, importances, load_study, resolve_storage, trial_overrides
 from fakeface.config import parse_params
 
 log = logging.getLogger(__name__)
@@ -35,13 +42,6 @@ def _last_report(trial: FrozenTrial) -> str:
         return ""
     step = max(trial.intermediate_values)
     return f"{trial.intermediate_values[step]:.4f} @ epoch {step}"
-
-
-def _overrides(trial: FrozenTrial, spec: dict[str, Any]) -> dict[str, Any]:
-    stored = trial.user_attrs.get("overrides")
-    if stored is not None:
-        return stored
-    return {f["path"]: trial.params[f["path"]] for f in spec["factors"] if f["path"] in trial.params}
 
 
 def _differences(overrides: dict[str, Any], base: dict[str, Any]) -> str:
@@ -68,11 +68,11 @@ def classification_table(metrics: dict[str, Any]) -> str:
 def _pick(trials: list[FrozenTrial], path: str, value: Any, base: dict[str, Any], spec: dict[str, Any],
           maximize: bool) -> tuple[FrozenTrial | None, str]:
     """The trial that shows ``path = value``: others at base if one ran so, else the best."""
-    having = [t for t in trials if same_value(_overrides(t, spec).get(path), value)]
+    having = [t for t in trials if same_value(trial_overrides(t, spec).get(path), value)]
     if not having:
         return None, "not run"
     alone = [t for t in having
-             if all(same_value(v, base.get(k)) for k, v in _overrides(t, spec).items() if k != path)]
+             if all(same_value(v, base.get(k)) for k, v in trial_overrides(t, spec).items() if k != path)]
     pool, note = (alone, "others at base") if alone else (having, f"best of {len(having)} trials with this value")
     complete = [t for t in pool if t.state == TrialState.COMPLETE]
     if complete:
@@ -137,7 +137,7 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
     if best is None:
         out += ["No trial has completed yet.", ""]
     else:
-        overrides = _overrides(best, spec)
+        overrides = trial_overrides(best, spec)
         summary["best"] = {"number": best.number, "value": best.value, "overrides": overrides,
                            "config": best.params.get(CONFIG_PARAM),
                            "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
@@ -183,7 +183,7 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
             out.append(f"#### `{path}` = {format_value(value)}{' (base)' if same_value(value, base[path]) else ''}"
                        f" · trial {trial.number} · {objective} {_value(trial)}")
             out += ["", f"*Validation split, the model trial {trial.number} trained "
-                        f"({_differences(_overrides(trial, spec), base)}).*", ""]
+                        f"({_differences(trial_overrides(trial, spec), base)}).*", ""]
             out.append(classification_table(trial.user_attrs["valid_metrics"]))
 
     if imps:
@@ -198,7 +198,7 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
             "|---:|---|---|---:|---|---:|"]
     ordered = sorted(trials, key=lambda t: (t.value is None, -(t.value or 0) if maximize else (t.value or 0)))
     for trial in ordered:
-        config = _differences(_overrides(trial, spec), base) if trial.params else "(not started)"
+        config = _differences(trial_overrides(trial, spec), base) if trial.params else "(not started)"
         note = trial.user_attrs.get("error", "")
         state = trial.state.name.lower() + (f": {note[:80]}" if note else "")
         out.append(f"| {trial.number} | {state} | {config} | {_value(trial)} | {_last_report(trial)} | "
@@ -219,7 +219,7 @@ def write_report(study: optuna.Study, folder: str | Path) -> dict[str, Any]:
     best = best_trial(study)
     if best is not None:
         spec = study.user_attrs[SPEC_ATTR]
-        params = trial_params(parse_params(spec["base"]), _overrides(best, spec))
+        params = trial_params(parse_params(spec["base"]), trial_overrides(best, spec))
         (folder / "best_params.yaml").write_text(
             f"# Best trial #{best.number} of study {study.study_name}: {spec['objective']} {best.value:.4f}"
             " (validation split)\n" + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
@@ -245,3 +245,46 @@ def _history_plot(study: optuna.Study, path: Path) -> None:
     figure.set_size_inches(7, 4)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The study's counts and its best trial, as numbers (MLflow and Kubeflow metrics)."""
+    numbers = {f"n_{k}": float(summary[f"n_{k}"]) for k in ("complete", "pruned", "failed")}
+    if summary["best"] is not None:
+        numbers["best_value"] = float(summary["best"]["value"])
+        numbers["best_trial"] = float(summary["best"]["number"])
+    return numbers
+
+
+def finalize_study(
+    storage: str | None,
+    study_name: str,
+    out_dir: str | Path | None = None,
+    metrics_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write the report (``out_dir``) and the summary (``metrics_path``), and end the parent run
+    with them, the best params (tags ``best.*``) and the importances (metrics ``importance.*``).
+
+    Raises :class:`FakefaceError` (after all that) when no trial completed: there is nothing to
+    retrain, and a launch that trained nothing should not look like a success.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    study = load_study(resolve_storage(storage), study_name)
+    client, parent = parent_run(study)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out_dir) if out_dir else Path(tmp)
+        summary = write_report(study, folder)
+        now = int(time.time() * 1000)
+        numbers = summary_metrics(summary)
+        numbers.update({f"importance.{k}": v for k, v in summary["importances"].items()})
+        tags = [RunTag(f"best.{k}", str(v)) for k, v in (summary["best"] or {}).get("overrides", {}).items()]
+        client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()], tags=tags)
+        client.log_artifacts(parent, str(folder), "ablation")
+        client.set_terminated(parent, status="FINISHED")
+    if metrics_path:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if summary["n_complete"] == 0:
+        raise FakefaceError(f"study {study_name!r}: no trial completed ({summary['n_failed']} failed); see the log")
+    return summary

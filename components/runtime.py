@@ -27,12 +27,40 @@ log = logging.getLogger("fakeface.kubeflow")
 MAX_ROC_POINTS = 200
 
 
-def begin() -> None:
-    """Logging as the CLI sets it up; no MLflow telemetry from pods (unless asked for)."""
-    from fakeface.logs import setup_logging
+def begin(params_json: str):
+    """Logging as the CLI sets it up, no MLflow telemetry from pods (unless asked for); returns
+    the validated params."""
+    from fakeface.logs import preload_tensorflow, setup_logging
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     setup_logging()
+    preload_tensorflow()
+    return parse_params(params_json)
+
+
+def run_stage(name: str, params, paths):
+    """The stage's ``run`` from the registry: the very function the CLI and DVC call."""
+    from fakeface.stages import get_stage
+
+    return get_stage(name).run(params, paths)
+
+
+def absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute()
+
+
+def manifest_of(dataset_dir: str | os.PathLike[str]) -> Path:
+    """The manifest inside an ingested data set artifact."""
+    from fakeface.stage_paths import IngestPaths
+
+    return absolute(IngestPaths.in_artifacts(dataset_dir).manifest)
+
+
+def scratch(stage: str) -> Path:
+    """A fresh scratch folder of this pod (relative runtime paths, e.g. checkpoints, land here)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"fakeface-{stage}-"))
 
 
 def parse_params(params_json: str):
@@ -115,7 +143,70 @@ def make_self_contained(dataset_dir: Path, manifest_name: str = "manifest.csv") 
     return copied
 
 
+# --------------------------------------------------------------------------- artifact metadata
+
+
+def ingest_metadata(report, copied: int) -> dict[str, Any]:
+    counts = {f"{split}_{label}": n for split, row in report.counts.items() for label, n in row.items()}
+    return {"source": report.source_name, "seen": report.seen, "kept": report.kept,
+            "quarantined": report.quarantined, "copied_in": copied, **counts}
+
+
+def shards_metadata(index: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{f"{split}_images": int(entry["n"]) for split, entry in index.items()},
+        **{f"{split}_digest": entry["digest"] for split, entry in index.items()},
+    }
+
+
+def record_training(model, train_metrics, params, result) -> None:
+    """The Model artifact's metadata and the train step's Metrics."""
+    model.metadata.update({
+        "framework": "keras", "file": "model.keras", "backbone": params.train.backbone,
+        "mlflow_run_id": result.run_id, "epochs": result.epochs_run, "best_val_auc": result.best_val_auc,
+    })
+    train_metrics.log_metric("best_val_auc", float(result.best_val_auc))
+    train_metrics.log_metric("epochs", float(result.epochs_run))
+
+
+def record_evaluation(result: dict[str, Any], paths, evaluation, metrics, classification, report) -> None:
+    """Evaluate's numbers as KFP Metrics, its confusion matrix and ROC curve as
+    ClassificationMetrics (shown in the KFP UI), its table as Markdown."""
+    for name in ("accuracy", "auc", "average_precision", "threshold"):
+        metrics.log_metric(name, float(result[name]))
+    if isinstance(result.get("calibration"), dict) and "ece" in result["calibration"]:
+        metrics.log_metric("ece", float(result["calibration"]["ece"]))
+    confusion = result["confusion"]
+    # rows: actual real, actual fake; columns: predicted real, predicted fake
+    classification.log_confusion_matrix(
+        ["real", "fake"], [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
+    )
+    classification.log_roc_curve(*roc_points(Path(paths.plots) / "roc.csv"))
+    Path(report.path).write_text((Path(paths.reports) / "classification_report.md").read_text())
+    evaluation.metadata.update({"auc": result["auc"], "accuracy": result["accuracy"], "n": result["n"]})
+
+
+def registration_metadata(result) -> dict[str, Any]:
+    return {"registered": result.registered, "reason": result.reason, "model_name": result.model_name,
+            "model_uri": result.model_uri, "version": result.version or ""}
+
+
 # --------------------------------------------------------------------------- report pages
+
+
+def write_eda_page(report, out_dir: Path, summary: dict[str, Any]) -> None:
+    """The EDA report as one HTML page (grids and spectra inlined) for the KFP UI."""
+    images = [(f"Sample: {name}", Path(out_dir) / f"grid_{name}.png") for name in ("real", "fake")]
+    images.append(("Mean log spectrum per class, difference and azimuthal average", Path(out_dir) / "spectrum.png"))
+    run_id = summary.get("mlflow_run_id", "")
+    Path(report.path).write_text(html_page("fakeface EDA", images, summary, intro=f"MLflow run {run_id}"))
+    report.metadata["mlflow_run_id"] = run_id
+
+
+def write_preview_page(page, preview_png: Path, params) -> None:
+    intro = "Augmentations enabled: " + (", ".join(params.augment.enabled()) or "none")
+    Path(page.path).write_text(html_page("fakeface augmentation preview", [("Preview", Path(preview_png))], intro=intro))
+
 
 
 def _png(path: Path) -> str:

@@ -1,0 +1,88 @@
+"""Parameters of the train stage (``train``): backbone, head, optimiser, the two phases."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fakeface.config.base import Section
+
+
+Auto = Literal["auto", "on", "off"]
+
+
+class TrainConfig(Section):
+    backbone: str = Field("smallcnn", description="a registered backbone (fakeface.backbones)")
+    weights: str = Field("none", description="imagenet | none | path to a weights file")
+    image_size: int | None = Field(None, ge=16, le=1024, description="null: the backbone default")
+    batch_size: int = Field(32, ge=1, description="images per step")
+    head_activation: Literal["sigmoid", "softmax"] = Field(
+        "sigmoid", description="sigmoid: 1 unit, binary CE; softmax: 2 units, categorical CE"
+    )
+    head_units: int | None = Field(None, ge=1, le=2, description="null: 1 for sigmoid, 2 for softmax")
+    pooling: Literal["avg", "max"] = Field("avg", description="global pooling of the base's features")
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the head")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam")
+    momentum: float = Field(0.9, ge=0, lt=1, description="of sgd")
+    learning_rate: float = Field(0.01, gt=0, le=1, description="phase 1")
+    lr_schedule: Literal["constant", "cosine", "exponential"] = Field(
+        "constant", description="over each phase's steps"
+    )
+    head_epochs: int = Field(1, ge=0, description="phase 1: base frozen, head only")
+    fine_tune_epochs: int = Field(11, ge=0, description="phase 2: top layers unfrozen")
+    fine_tune_layers: int = Field(0, ge=0, description="top layers to unfreeze; 0 = all")
+    fine_tune_learning_rate: float = Field(0.003, gt=0, le=1, description="phase 2")
+    early_stopping_patience: int = Field(
+        4, ge=1, description="epochs without a better validation AUC; the best weights are restored"
+    )
+    shuffle_buffer: int = Field(2048, ge=1, description="images in the seeded shuffle buffer")
+    mixed_precision: Auto = Field("auto", description="auto: on when a GPU is present")
+    xla: Auto = Field("auto", description="auto: on when a GPU is present")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        if value.lower() in ("imagenet", "none", "null", ""):
+            return "none" if value.lower() in ("none", "null", "") else "imagenet"
+        if not value.endswith((".h5", ".keras", ".weights.h5")):
+            raise ValueError(
+                f"must be 'imagenet', 'none' or a path to a .h5 / .weights.h5 file, got {value!r}"
+            )
+        return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from fakeface.backbones import BACKBONES  # local import: keras is heavy
+
+        key = value.lower()
+        if key not in BACKBONES:
+            raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(sorted(BACKBONES))}")
+        return key
+
+    @model_validator(mode="after")
+    def _head(self) -> TrainConfig:
+        units = self.resolved_head_units
+        if self.head_activation == "softmax" and units == 1:
+            raise ValueError(
+                "head_units=1 with head_activation=softmax is refused: a softmax over one unit "
+                "always outputs 1.0, so the model predicts 'fake' for every image (it scored 50% "
+                "in the seed project's ablation). Use sigmoid with 1 unit or softmax with 2 units."
+            )
+        if self.head_activation == "sigmoid" and units == 2:
+            raise ValueError(
+                "head_units=2 with head_activation=sigmoid is refused: two independent sigmoids "
+                "do not form one probability. Use sigmoid with 1 unit or softmax with 2 units."
+            )
+        if self.head_epochs + self.fine_tune_epochs == 0:
+            raise ValueError("head_epochs + fine_tune_epochs must be at least 1")
+        return self
+
+    @property
+    def resolved_head_units(self) -> int:
+        if self.head_units is not None:
+            return self.head_units
+        return 1 if self.head_activation == "sigmoid" else 2
+
+

@@ -1,0 +1,58 @@
+"""Where a run keeps its scratch state: settings of the machine, not of the model.
+
+Checkpoint folders, the ablation's per-trial work folder and the Optuna study storage say *where*
+things run, not *what* is trained: two runs that differ only in them train the same model. So they
+are not in ``params.yaml`` (whose values identify a model, its MLflow params and DVC's cache keys)
+but come, in this order, from a command-line option, an environment variable, or the default here:
+
+==================  ==============================  ===============================
+setting             environment variable            default
+==================  ==============================  ===============================
+checkpoint_dir      ``FAKEFACE_CHECKPOINT_DIR``     ``checkpoints``
+ablation_workdir    ``FAKEFACE_ABLATION_WORKDIR``   ``checkpoints/ablation``
+ablation_storage    ``FAKEFACE_ABLATION_STORAGE``   ``sqlite:///ablation/optuna.db``
+==================  ==============================  ===============================
+
+A storage URL with a password belongs in the environment (or a Kubernetes Secret), never on a
+command line, where ``ps`` shows it to every user.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+#: Environment variable of each setting.
+ENV = {
+    "checkpoint_dir": "FAKEFACE_CHECKPOINT_DIR",
+    "ablation_workdir": "FAKEFACE_ABLATION_WORKDIR",
+    "ablation_storage": "FAKEFACE_ABLATION_STORAGE",
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Scratch locations of one process (see the module docstring)."""
+
+    #: Per-epoch checkpoints of the train stage; a killed run resumes from them. Relative paths are
+    #: relative to the working directory (a Kubeflow pod's scratch folder, or a mounted volume).
+    checkpoint_dir: Path = Path("checkpoints")
+    #: Per-trial checkpoints and models of an ablation study, removed after each trial.
+    ablation_workdir: Path = Path("checkpoints/ablation")
+    #: Optuna storage URL shared by the study's workers (an RDB URL for several machines).
+    ablation_storage: str = "sqlite:///ablation/optuna.db"
+
+    @classmethod
+    def from_env(cls, **options: str | Path | None) -> Runtime:
+        """Defaults, overridden by the environment, overridden by non-empty ``options``."""
+        runtime = cls()
+        for field in fields(cls):
+            value = options.get(field.name) or os.environ.get(ENV[field.name]) or None
+            if value:
+                runtime = replace(runtime, **{field.name: _typed(field.name, value)})
+        return runtime
+
+
+def _typed(name: str, value: str | Path) -> str | Path:
+    return str(value) if name == "ablation_storage" else Path(value)
