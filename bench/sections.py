@@ -359,8 +359,9 @@ def section_pipeline(work: Path) -> dict[str, Any]:
     kfp_dir = work / "kfp"
     shutil.rmtree(kfp_dir, ignore_errors=True)
     code = (
-        "import json, sys; from pipelines.training import run_local; "
-        f"run_local(json.loads(sys.argv[1]), workdir={str(kfp_dir)!r}, "
+        "import json, sys; from fakeface.config import parse_params; "
+        "from fakeface.pipelines.training import run_local; "
+        f"run_local(parse_params(json.loads(sys.argv[1])), workdir={str(kfp_dir)!r}, "
         f"mlflow_tracking_uri={'sqlite:///' + str(work / 'kfp-mlflow.db')!r})"
     )
     kfp_s, _ = run([sys.executable, "-c", code, json.dumps(params)], cwd=proj)

@@ -1,8 +1,9 @@
 """Run-time glue shared by the Kubeflow components: parameters, folders, report pages.
 
-The components in :mod:`components.stages` are compiled to self-contained function sources; at run
-time (in the project image, or on this machine under ``kfp.local``) they import this module and
-:mod:`fakeface`. Nothing here is stage logic: it turns KFP inputs into the arguments the stage
+The components (:mod:`fakeface.components.stages`, :mod:`fakeface.components.ablation`) are
+compiled to self-contained function sources; at run time (in the project image, or on this machine
+under ``kfp.local``) they call their step in :mod:`fakeface.components.steps` or
+:mod:`fakeface.components.ablation_steps`, which use this module. Nothing here is stage logic: it turns KFP inputs into the arguments the stage
 functions take, and the stage functions' files into KFP artifacts.
 """
 
@@ -27,22 +28,17 @@ log = logging.getLogger("fakeface.kubeflow")
 MAX_ROC_POINTS = 200
 
 
-def begin(params_json: str):
-    """Logging as the CLI sets it up, no MLflow telemetry from pods (unless asked for); returns
-    the validated params."""
+def step_params(step: str, values: dict[str, Any]):
+    """A step's start: logging as the CLI sets it up, no MLflow telemetry from pods (unless asked
+    for), TensorFlow's start-up noise silenced; returns the step's validated params, built from
+    its typed parameters (``values``: the component's ``locals()``)."""
+    from fakeface.components.parameters import to_params
     from fakeface.logs import preload_tensorflow, setup_logging
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     setup_logging()
     preload_tensorflow()
-    return parse_params(params_json)
-
-
-def run_stage(name: str, params, paths):
-    """The stage's ``run`` from the registry: the very function the CLI and DVC call."""
-    from fakeface.stages import get_stage
-
-    return get_stage(name).run(params, paths)
+    return to_params(step, values)
 
 
 def absolute(path: str | os.PathLike[str]) -> Path:
@@ -61,21 +57,6 @@ def scratch(stage: str) -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix=f"fakeface-{stage}-"))
-
-
-def parse_params(params_json: str):
-    """The pipeline's one ``params`` parameter (JSON) -> validated :class:`fakeface.config.Params`."""
-    from fakeface.config import ConfigError, parse_params
-
-    try:
-        raw = json.loads(params_json) if params_json.strip() else {}
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"pipeline parameter 'params' is not valid JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"pipeline parameter 'params' must be a JSON object of sections, got {type(raw).__name__}"
-        )
-    return parse_params(raw, "pipeline parameter 'params'")
 
 
 @contextlib.contextmanager

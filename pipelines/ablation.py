@@ -1,8 +1,8 @@
 """The ablation pipeline (issue 5): ingest -> augment -> prepare -> ParallelFor(worker) -> finalize
 -> retrain the best config on train + valid and evaluate it on test.
 
-Parameters: ``params`` (the whole of ``params.yaml`` as JSON, as in the training pipeline; its
-``ablation`` section is the study) and ``storage`` (the Optuna RDB URL every worker shares). On a
+Parameters: typed, one per params leaf the steps read (as in the training pipeline; the
+``ablation_*`` ones are the study), and ``storage`` (the Optuna RDB URL every worker shares). On a
 cluster leave ``storage`` empty: the URL, password included, comes from the Kubernetes Secret as
 ``FAKEFACE_ABLATION_STORAGE`` (a key that may be absent, mounted on the ablation tasks only); a
 ``storage`` holding ``user:password@`` is refused. Locally it is an absolute ``sqlite:///`` file,
@@ -16,7 +16,6 @@ and finalize the register stage's. Nothing in this pipeline is cached: a study i
 
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,25 +25,21 @@ from kfp import dsl
 from kfp import kubernetes as k8s
 from kfp.dsl import Artifact, Markdown
 
-from components import ablation as ablation_components
-from components import stages
-from pipelines.settings import KubeflowSettings
-from pipelines.training import configure_task, ensure_experiment, params_json
+from fakeface.components import ablation, stages
+from fakeface.components.ablation_steps import storage_url
+from fakeface.config import Params
+from fakeface.pipelines.settings import KubeflowSettings, SettingsError, configure_task
+from fakeface.pipelines.training import ensure_experiment
+from fakeface.pipelines.typed import StepArguments, run_arguments, typed_pipeline
 
 PIPELINE_NAME = "fakeface-ablation"
 DEFAULT_PACKAGE = Path("pipelines") / "ablation_pipeline.yaml"
 STORAGE_ENV = "FAKEFACE_ABLATION_STORAGE"
+STEPS = ["ingest", "augment", "ablation_prepare", "ablation_worker", "ablation_finalize", "retrain_best"]
 
 #: Which training stage's cluster settings each ablation task takes.
 SETTINGS_OF = {"ablation-prepare": "register", "ablation-worker": "train",
                "ablation-finalize": "register", "retrain-best": "train"}
-
-
-def _workers(params_argument: str, workers: int | None) -> int:
-    n = workers if workers is not None else json.loads(params_argument)["ablation"]["workers"]
-    if int(n) < 1:
-        raise ValueError(f"workers must be 1 or more, got {n}")
-    return int(n)
 
 
 def _configure_ablation(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
@@ -55,48 +50,47 @@ def _configure_ablation(name: str, task: dsl.PipelineTask, settings: KubeflowSet
     )
 
 
+class Outputs(NamedTuple):
+    study: Artifact
+    report: Markdown
+    evaluation: Artifact
+
+
 def build_ablation_pipeline(
     settings: KubeflowSettings | None = None,
-    default_params: str | None = None,
+    params: Params | None = None,
     workers: int | None = None,
     default_storage: str = "",
 ):
     """A fresh ``@dsl.pipeline``: ``workers`` parallel workers (default ``ablation.workers``)."""
     settings = settings or KubeflowSettings.from_env()
-    default = default_params if default_params is not None else params_json()
-    n_workers = _workers(default, workers)
-    ablation_components.storage_url(default_storage)  # refuses a password in the default
+    params = params or Params()
+    n_workers = workers if workers is not None else params.ablation.workers
+    if n_workers < 1:
+        raise SettingsError(f"workers must be 1 or more, got {n_workers}")
+    storage_url(default_storage)  # refuses a password in the default
 
-    class Outputs(NamedTuple):
-        study: Artifact
-        report: Markdown
-        evaluation: Artifact
-
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="fakeface ablation: ingest -> augment -> Optuna study on parallel workers -> "
-                    "retrain the best config on train+valid -> test.",
-    )
-    def ablation_pipeline(params: str = default, storage: str = default_storage) -> Outputs:
-        ingest_task = stages.ingest(params=params)
-        augment_task = stages.augment(params=params, data=ingest_task.outputs["data"])
+    def graph(args: StepArguments) -> Outputs:
+        storage = args.values["storage"]
+        ingest_task = stages.ingest(**args("ingest"))
+        augment_task = stages.augment(**args("augment"), data=ingest_task.outputs["data"])
         shards = augment_task.outputs["shards"]
-        prepare_task = ablation_components.ablation_prepare(
-            params=params, storage=storage, workers=n_workers, shards=shards
+        prepare_task = ablation.ablation_prepare(
+            **args("ablation_prepare"), storage=storage, workers=n_workers, shards=shards
         )
         study_name = prepare_task.outputs["Output"]
         with dsl.ParallelFor(items=list(range(n_workers)), name="ablation-workers") as index:
-            # The study name and shares travel in the plan artifact (see components.ablation).
-            worker_task = ablation_components.ablation_worker(
-                params=params, storage=storage, plan=prepare_task.outputs["plan"], worker_index=index,
-                shards=shards,
+            # The study name and shares travel in the plan artifact (see components.ablation_steps).
+            worker_task = ablation.ablation_worker(
+                **args("ablation_worker"), storage=storage, worker_index=index,
+                plan=prepare_task.outputs["plan"], shards=shards,
             )
             _configure_ablation("ablation-worker", worker_task, settings)
-        finalize_task = ablation_components.ablation_finalize(
-            params=params, storage=storage, study_name=study_name
+        finalize_task = ablation.ablation_finalize(
+            **args("ablation_finalize"), storage=storage, study_name=study_name
         ).after(worker_task)
-        retrain_task = ablation_components.retrain_best(
-            params=params, storage=storage, study_name=study_name, shards=shards
+        retrain_task = ablation.retrain_best(
+            **args("retrain_best"), storage=storage, study_name=study_name, shards=shards
         ).after(finalize_task)
         configure_task("ingest", ingest_task, settings)
         configure_task("augment", augment_task, settings)
@@ -109,12 +103,17 @@ def build_ablation_pipeline(
             evaluation=retrain_task.outputs["evaluation"],
         )
 
-    return ablation_pipeline
+    return typed_pipeline(
+        PIPELINE_NAME,
+        "fakeface ablation: ingest -> augment -> Optuna study on parallel workers -> "
+        "retrain the best config on train+valid -> test.",
+        STEPS, params, graph, Outputs, extra=(("storage", str, default_storage),),
+    )
 
 
 def compile_ablation_pipeline(
     out_path: str | os.PathLike[str] = DEFAULT_PACKAGE,
-    params: Any = None,
+    params: Params | None = None,
     settings: KubeflowSettings | None = None,
     workers: int | None = None,
 ) -> Path:
@@ -123,13 +122,13 @@ def compile_ablation_pipeline(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_ablation_pipeline(settings, default_params=params_json(params), workers=workers)
+    pipeline = build_ablation_pipeline(settings, params, workers=workers)
     compiler.Compiler().compile(pipeline, str(out_path))
     return out_path
 
 
 def run_ablation_local(
-    params: Any = None,
+    params: Params | None = None,
     workdir: str | os.PathLike[str] | None = None,
     mlflow_tracking_uri: str | None = None,
     settings: KubeflowSettings | None = None,
@@ -139,7 +138,7 @@ def run_ablation_local(
     """Run the ablation pipeline with ``kfp.local`` (a subprocess per task, this Python).
 
     ``storage`` defaults to ``sqlite:///<workdir>/optuna.db``; MLflow as in
-    :func:`pipelines.training.run_local`. Returns the outputs: ``study``, ``report``, ``evaluation``.
+    :func:`fakeface.pipelines.training.run_local`. Returns the outputs: ``study``, ``report``, ``evaluation``.
     """
     from kfp import local
 
@@ -150,10 +149,10 @@ def run_ablation_local(
     root.mkdir(parents=True, exist_ok=True)
     uri = mlflow_tracking_uri or tracking.tracking_uri()
     settings = (settings or KubeflowSettings.from_env()).for_local(uri)
-    argument = params_json(params)
+    params = params or Params()
     url = storage or f"sqlite:///{root / 'optuna.db'}"
-    ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
-    pipeline = build_ablation_pipeline(settings, default_params=argument, workers=workers, default_storage=url)
+    ensure_experiment(uri, params.tracking.experiment)
+    pipeline = build_ablation_pipeline(settings, params, workers=workers, default_storage=url)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    task = pipeline(params=argument, storage=url)
+    task = pipeline(**run_arguments(params, STEPS), storage=url)
     return dict(task.outputs)

@@ -22,6 +22,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from kfp import dsl
+from kfp import kubernetes as k8s
+
 from fakeface import FakefaceError
 from fakeface.redact import has_credentials
 
@@ -41,6 +44,20 @@ MLFLOW_STAGES = ("eda", "train", "evaluate", "register")
 #: Stages whose results KFP may reuse: they are pure functions of params and their inputs.
 #: train/evaluate/register are not cached: each run must create its own MLflow run and model.
 CACHED_STAGES = ("ingest", "eda", "augment", "preview")
+#: Steps that reach the network (a Kaggle download, MLflow, S3) and so can fail for a moment:
+#: retried with exponential backoff. Train resumes from its checkpoints on the volume.
+RETRIED_STAGES = ("ingest", "eda", "train", "evaluate", "register")
+#: The longest each step may run (seconds), sized for the 140k set on one GPU; then it is failed
+#: (and, where retried, tried again) instead of holding a node for ever.
+DEFAULT_TIMEOUTS: Mapping[str, int] = {
+    "ingest": 4 * 3600, "eda": 3600, "augment": 2 * 3600, "preview": 1800,
+    "train": 24 * 3600, "evaluate": 4 * 3600, "register": 3600,
+}
+#: The non-root user of the project image (Dockerfile): pods run as it.
+IMAGE_UID = 10001
+#: Where the checkpoint volume is mounted in the train pod; FAKEFACE_CHECKPOINT_DIR points there.
+CHECKPOINT_MOUNT = "/checkpoints"
+DEFAULT_CHECKPOINT_PVC = "fakeface-checkpoints"
 STAGE_NAMES = ("ingest", "eda", "augment", "preview", "train", "evaluate", "register")
 
 
@@ -92,7 +109,7 @@ class Toleration:
 
 
 def _default_image() -> str:
-    from components import stages
+    from fakeface.components import stages
 
     return os.environ.get("FAKEFACE_IMAGE") or stages.IMAGE
 
@@ -111,6 +128,15 @@ class KubeflowSettings:
     gpu_tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
     resources: Mapping[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     log_level: str = "INFO"
+    #: Retries of a step in RETRIED_STAGES, and the first wait (doubling, at most an hour).
+    retries: int = 3
+    retry_backoff_seconds: int = 60
+    timeouts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    #: A PersistentVolumeClaim for train's checkpoints, so a restarted or retried pod resumes at its
+    #: last finished epoch instead of starting over; None: checkpoints in the pod's scratch folder.
+    checkpoint_pvc: str | None = DEFAULT_CHECKPOINT_PVC
+    #: More plain environment of every step (local runs: where MLflow is, as containers see it).
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -128,6 +154,11 @@ class KubeflowSettings:
         missing = [name for name in STAGE_NAMES if name not in self.resources]
         if missing:
             raise SettingsError(f"resources: no requests for stage(s) {missing}")
+        missing = [name for name in STAGE_NAMES if name not in self.timeouts]
+        if missing:
+            raise SettingsError(f"timeouts: none for stage(s) {missing}")
+        if self.retries < 0 or self.retry_backoff_seconds < 1:
+            raise SettingsError("retries must be 0 or more and the backoff at least 1 s")
 
     @classmethod
     def from_env(cls, **overrides) -> KubeflowSettings:
@@ -150,14 +181,17 @@ class KubeflowSettings:
                 raise SettingsError(f"gpu count must be an integer, got {values['gpu_count']!r}") from None
         return cls(**values)
 
-    def for_local(self, mlflow_tracking_uri: str) -> KubeflowSettings:
-        """The same pipeline for ``kfp.local``: only where MLflow is differs (a local store).
+    def for_local(self, mlflow_tracking_uri: str, extra_env: Mapping[str, str] | None = None) -> KubeflowSettings:
+        """The same pipeline for ``kfp.local``: only where MLflow is differs (a local store, or a
+        server on this machine), and ``extra_env`` is added to every step.
 
         Everything else stays: the local runner runs the PipelineSpec and ignores the Kubernetes
-        platform spec (Secret, node selector, tolerations) by design, and warns that the resource
-        requests have no effect, so the graph that runs locally is the one a cluster runs.
+        platform spec (Secret, node selector, tolerations, volume, timeout) by design, and warns
+        that the resource requests have no effect, so the graph that runs locally is the one a
+        cluster runs.
         """
-        return replace(self, mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=None)
+        return replace(self, mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=None,
+                       extra_env=tuple(sorted((extra_env or {}).items())))
 
     def env(self) -> dict[str, str]:
         """Plain (non-secret) environment of every step."""
@@ -170,4 +204,49 @@ class KubeflowSettings:
         if self.s3_endpoint_url:
             env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint_url
             env["AWS_ENDPOINT_URL_S3"] = self.s3_endpoint_url
+        env.update(dict(self.extra_env))
         return env
+
+
+def configure_task(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
+    """A step's cluster settings: image, requests, env, caching, retries, timeout, non-root user;
+    the GPU and the checkpoint volume for train; the Secret for the steps that reach MLflow."""
+    resources = settings.resources[name]
+    task.set_container_image(settings.image)
+    task.set_cpu_request(resources.cpu)
+    task.set_memory_request(resources.memory)
+    if resources.memory_limit:
+        task.set_memory_limit(resources.memory_limit)
+    for key, value in settings.env().items():
+        task.set_env_variable(key, value)
+    task.set_caching_options(name in CACHED_STAGES)
+    if name in RETRIED_STAGES and settings.retries:
+        task.set_retry(
+            num_retries=settings.retries, backoff_duration=f"{settings.retry_backoff_seconds}s",
+            backoff_factor=2.0, backoff_max_duration="3600s",
+        )
+    k8s.set_timeout(task, settings.timeouts[name])
+    k8s.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
+
+    if name == "train" and settings.checkpoint_pvc:
+        k8s.mount_pvc(task, pvc_name=settings.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+        task.set_env_variable("FAKEFACE_CHECKPOINT_DIR", CHECKPOINT_MOUNT)
+    if name == "train" and settings.gpu_count > 0:
+        task.set_accelerator_type(settings.accelerator_type)
+        task.set_accelerator_limit(settings.gpu_count)
+        for label, value in settings.gpu_node_selector:
+            k8s.add_node_selector(task, label_key=label, label_value=value)
+        for toleration in settings.gpu_tolerations:
+            k8s.add_toleration(
+                task, key=toleration.key, operator=toleration.operator, value=toleration.value,
+                effect=toleration.effect,
+            )
+    if name in MLFLOW_STAGES:
+        # Key names only: the values stay in the cluster. Two mounts, so that the MLflow login may
+        # be absent from the Secret while the S3 keys must be there.
+        for required in (True, False):
+            keys = {key: key for key, must in SECRET_KEYS if must is required}
+            if keys:
+                k8s.use_secret_as_env(
+                    task, secret_name=settings.secret_name, secret_key_to_env=keys, optional=not required
+                )

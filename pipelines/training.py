@@ -1,171 +1,122 @@
-"""The training pipeline: ingest -> (eda, augment) -> train -> evaluate -> register, on Kubeflow.
+"""The training pipeline on Kubeflow: ingest -> (eda, augment, preview) -> train -> evaluate -> register.
 
-One pipeline parameter, ``params``: the whole of ``params.yaml`` as a JSON object (a string, so
-``null`` values such as ``train.image_size`` survive; KFP's struct defaults cannot hold them).
-Compiled defaults are the project's ``params.yaml``; a run may pass other params. Every component
-validates them with :func:`fakeface.config.parse_params` before doing anything.
+Its parameters are typed, one per params leaf a step reads (``train_backbone``, ``train_dropout``,
+``augment_crop_enabled``, ...; see :mod:`fakeface.components.parameters`), with the compiled params
+(``params.yaml`` and ``-S`` overrides) as defaults, so the KFP run form and run comparison show
+the knobs, and each step receives only the ones it reads: a change of ``train.dropout`` changes
+the cache key of train and what follows, never that of ingest, eda, augment or preview.
 
-Cluster settings (image, MLflow URI, Secret, resources, GPU) are compile-time
-(:class:`pipelines.settings.KubeflowSettings`). Caching is on for ingest, eda and augment (pure
-functions of params + inputs) and off for train, evaluate and register (each run must produce
-its own MLflow run and registered version).
+Cluster settings (image, MLflow URI, Secret, resources, GPU, retries, timeouts, the checkpoint
+volume) are compile-time (:class:`fakeface.pipelines.settings.KubeflowSettings`). Caching is on
+for ingest, eda, augment and preview (pure functions of their params and inputs) and off for
+train, evaluate and register (each run must produce its own MLflow run and registered version).
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from kfp import dsl
-from kfp import kubernetes as k8s
 from kfp.dsl import Artifact
 
-from components import stages
-from pipelines.settings import (
-    CACHED_STAGES,
-    MLFLOW_STAGES,
-    SECRET_KEYS,
-    KubeflowSettings,
-)
+from fakeface.components import stages
+from fakeface.config import Params
+from fakeface.pipelines.settings import KubeflowSettings, configure_task
+from fakeface.pipelines.typed import StepArguments, run_arguments, typed_pipeline
 
 PIPELINE_NAME = "fakeface-training"
 DEFAULT_PACKAGE = Path("pipelines") / "training_pipeline.yaml"
+#: The steps, in pipeline order (their typed parameters make the pipeline's).
+STEPS = ["ingest", "eda", "augment", "preview", "train", "evaluate", "register"]
 #: Environment variables read by ``submit`` for the Kubeflow API (never written anywhere).
 TOKEN_ENV = "KFP_TOKEN"
 COOKIES_ENV = "KFP_COOKIES"
 
 
-def params_json(params: Any = None) -> str:
-    """The ``params`` argument: validated params as one JSON object (all keys, params.yaml order)."""
-    from fakeface.config import Params, parse_params
-
-    if params is None:
-        params = Params()
-    elif isinstance(params, str):
-        params = parse_params(json.loads(params))
-    elif isinstance(params, dict):
-        params = parse_params(params)
-    return json.dumps(params.model_dump(mode="json"))
+class Outputs(NamedTuple):
+    evaluation: Artifact
+    registration: Artifact
 
 
-def configure_task(name: str, task: dsl.PipelineTask, settings: KubeflowSettings) -> None:
-    """Image, requests, env, caching, and (train) the GPU; the Secret for MLflow stages."""
-    resources = settings.resources[name]
-    task.set_container_image(settings.image)
-    task.set_cpu_request(resources.cpu)
-    task.set_memory_request(resources.memory)
-    if resources.memory_limit:
-        task.set_memory_limit(resources.memory_limit)
-    for key, value in settings.env().items():
-        task.set_env_variable(key, value)
-    task.set_caching_options(name in CACHED_STAGES)
-
-    if name == "train" and settings.gpu_count > 0:
-        task.set_accelerator_type(settings.accelerator_type)
-        task.set_accelerator_limit(settings.gpu_count)
-        for label, value in settings.gpu_node_selector:
-            k8s.add_node_selector(task, label_key=label, label_value=value)
-        for toleration in settings.gpu_tolerations:
-            k8s.add_toleration(
-                task, key=toleration.key, operator=toleration.operator, value=toleration.value,
-                effect=toleration.effect,
-            )
-    if name in MLFLOW_STAGES:
-        # Key names only: the values stay in the cluster. Two mounts, so that the MLflow login may
-        # be absent from the Secret while the S3 keys must be there.
-        for required in (True, False):
-            keys = {key: key for key, must in SECRET_KEYS if must is required}
-            if keys:
-                k8s.use_secret_as_env(
-                    task, secret_name=settings.secret_name, secret_key_to_env=keys, optional=not required
-                )
-
-
-def build_pipeline(settings: KubeflowSettings | None = None, default_params: str | None = None):
-    """A fresh ``@dsl.pipeline`` for these settings, with ``default_params`` (JSON) as default."""
+def build_pipeline(settings: KubeflowSettings | None = None, params: Params | None = None):
+    """A fresh ``@dsl.pipeline`` for these settings, with ``params`` as the parameters' defaults."""
     settings = settings or KubeflowSettings.from_env()
-    default = default_params if default_params is not None else params_json()
 
-    class Outputs(NamedTuple):
-        evaluation: Artifact
-        registration: Artifact
-
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="fakeface: GAN-face detector. ingest -> eda, augment, preview -> train -> evaluate -> register.",
-    )
-    def training_pipeline(params: str = default) -> Outputs:
-        ingest_task = stages.ingest(params=params)
-        eda_task = stages.eda(params=params, data=ingest_task.outputs["data"])
-        augment_task = stages.augment(params=params, data=ingest_task.outputs["data"])
-        preview_task = stages.preview(params=params, data=ingest_task.outputs["data"])
-        train_task = stages.train(params=params, shards=augment_task.outputs["shards"])
-        evaluate_task = stages.evaluate(
-            params=params, model=train_task.outputs["model"], shards=augment_task.outputs["shards"]
+    def graph(args: StepArguments) -> Outputs:
+        ingest = stages.ingest(**args("ingest"))
+        data = ingest.outputs["data"]
+        eda = stages.eda(**args("eda"), data=data)
+        augment = stages.augment(**args("augment"), data=data)
+        preview = stages.preview(**args("preview"), data=data)
+        shards = augment.outputs["shards"]
+        train = stages.train(**args("train"), shards=shards)
+        evaluate = stages.evaluate(**args("evaluate"), model=train.outputs["model"], shards=shards)
+        register = stages.register(
+            **args("register"), model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"]
         )
-        register_task = stages.register(
-            params=params, model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]
-        )
-        tasks = {
-            "ingest": ingest_task, "eda": eda_task, "augment": augment_task, "preview": preview_task,
-            "train": train_task,
-            "evaluate": evaluate_task, "register": register_task,
-        }
+        tasks = {"ingest": ingest, "eda": eda, "augment": augment, "preview": preview, "train": train,
+                 "evaluate": evaluate, "register": register}
         for name, task in tasks.items():
             configure_task(name, task, settings)
-        return Outputs(
-            evaluation=evaluate_task.outputs["evaluation"],
-            registration=register_task.outputs["registration"],
-        )
+        return Outputs(evaluation=evaluate.outputs["evaluation"], registration=register.outputs["registration"])
 
-    return training_pipeline
+    return typed_pipeline(
+        PIPELINE_NAME,
+        "fakeface: GAN-face detector. ingest -> eda, augment, preview -> train -> evaluate -> register.",
+        STEPS, params or Params(), graph, Outputs,
+    )
 
 
 def compile_pipeline(
     out_path: str | os.PathLike[str] = DEFAULT_PACKAGE,
-    params: Any = None,
+    params: Params | None = None,
     settings: KubeflowSettings | None = None,
 ) -> Path:
-    """Write the pipeline YAML (``params`` as the default of the ``params`` parameter)."""
+    """Write the pipeline YAML (``params`` as the defaults of its parameters)."""
     from kfp import compiler
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(settings, default_params=params_json(params))
-    compiler.Compiler().compile(pipeline, str(out_path))
+    compiler.Compiler().compile(build_pipeline(settings, params), str(out_path))
     return out_path
 
 
 def run_local(
-    params: Any = None,
+    params: Params | None = None,
     workdir: str | os.PathLike[str] | None = None,
     mlflow_tracking_uri: str | None = None,
     settings: KubeflowSettings | None = None,
+    runner: Any = None,
+    enable_caching: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline on this machine: ``kfp.local`` with a subprocess per step, this Python.
+    """Run the pipeline on this machine with ``kfp.local``.
 
-    ``workdir`` holds the outputs of every step (``<workdir>/<pipeline>-<time>/<task>/<output>``).
-    MLflow: ``mlflow_tracking_uri`` or, unset, ``MLFLOW_TRACKING_URI`` / the project's
-    ``sqlite:///<cwd>/mlflow.db`` (absolute, so every step's process finds the same store).
-    Returns the pipeline outputs: ``evaluation`` and ``registration`` artifacts.
+    ``runner``: ``kfp.local.SubprocessRunner(use_venv=False)`` (default: every step a process of
+    this Python) or a ``kfp.local.DockerRunner`` (every step in the project image). ``workdir``
+    holds the outputs of every step (``<workdir>/<pipeline>-<time>/<task>/<output>``) and, with
+    ``enable_caching``, the cache (``<workdir>/.kfp_cache``). MLflow: ``mlflow_tracking_uri`` or,
+    unset, ``MLFLOW_TRACKING_URI`` / the project's ``sqlite:///<cwd>/mlflow.db`` (absolute, so
+    every step finds the same store). ``env``: more environment of every step. Returns the
+    pipeline outputs: ``evaluation`` and ``registration`` artifacts.
     """
     from kfp import local
 
     from fakeface import tracking
 
+    params = params or Params()
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fakeface-kfp-"))
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     uri = mlflow_tracking_uri or tracking.tracking_uri()
-    settings = (settings or KubeflowSettings.from_env()).for_local(uri)
-    argument = params_json(params)
-    ensure_experiment(uri, json.loads(argument)["tracking"]["experiment"])
-    pipeline = build_pipeline(settings, default_params=argument)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    task = pipeline(params=argument)
+    settings = (settings or KubeflowSettings.from_env()).for_local(uri, env or {})
+    ensure_experiment(uri, params.tracking.experiment)
+    pipeline = build_pipeline(settings, params)
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               enable_caching=enable_caching)
+    task = pipeline(**run_arguments(params, STEPS))
     return dict(task.outputs)
 
 
@@ -186,7 +137,7 @@ def ensure_experiment(uri: str, name: str) -> None:
 
 def submit(
     host: str,
-    params: Any = None,
+    params: Params | None = None,
     settings: KubeflowSettings | None = None,
     experiment: str = "fakeface",
     run_name: str | None = None,
@@ -195,15 +146,16 @@ def submit(
 ) -> str:
     """Compile (or take ``package``) and start a run on a Kubeflow Pipelines API; returns its id.
 
-    The API token comes only from the environment (``KFP_TOKEN``; ``KFP_COOKIES`` for a session
-    cookie behind Dex/oauth2-proxy); without either, ``kfp.Client`` uses what it finds itself (an
-    in-cluster service account token, a kube config).
+    The run's arguments are ``params``' values of every typed parameter. The API token comes only
+    from the environment (``KFP_TOKEN``; ``KFP_COOKIES`` for a session cookie behind
+    Dex/oauth2-proxy); without either, ``kfp.Client`` uses what it finds itself (an in-cluster
+    service account token, a kube config).
     """
     import kfp
 
-    argument = params_json(params)
+    params = params or Params()
     with tempfile.TemporaryDirectory(prefix="fakeface-kfp-") as scratch:
-        path = Path(package) if package else compile_pipeline(Path(scratch) / "pipeline.yaml", argument, settings)
+        path = Path(package) if package else compile_pipeline(Path(scratch) / "pipeline.yaml", params, settings)
         client = kfp.Client(
             host=host,
             namespace=namespace or "kubeflow",
@@ -212,7 +164,7 @@ def submit(
         )
         result = client.create_run_from_pipeline_package(
             str(path),
-            arguments={"params": argument},
+            arguments=run_arguments(params, STEPS),
             run_name=run_name,
             experiment_name=experiment,
             namespace=namespace,

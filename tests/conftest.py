@@ -11,6 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "faces-sample"
 
+#: Fake credentials tests put in the environment, to check that none of them leaks anywhere.
+SECRET_VALUES = {
+    "AWS_ACCESS_KEY_ID": "AKIA-fake-id-xyz",
+    "AWS_SECRET_ACCESS_KEY": "supersecret-xyz",
+    "MLFLOW_TRACKING_USERNAME": "mlflow-user-xyz",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-password-xyz",
+    "KFP_TOKEN": "kfp-token-xyz",
+}
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

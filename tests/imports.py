@@ -11,8 +11,12 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Top-level packages of the project and the folders they live in.
-PACKAGES = {"fakeface": ROOT / "src" / "fakeface", "components": ROOT / "components", "pipelines": ROOT / "pipelines"}
+#: The project's packages and the folders they live in (pyproject.toml's package-dir).
+PACKAGES = {
+    "fakeface": ROOT / "src" / "fakeface",
+    "fakeface.components": ROOT / "components",
+    "fakeface.pipelines": ROOT / "pipelines",
+}
 
 
 @cache
@@ -21,6 +25,8 @@ def modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for package, folder in PACKAGES.items():
         for path in sorted(folder.rglob("*.py")):
+            if "compiled" in path.parts:
+                continue
             parts = [package, *path.relative_to(folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]

@@ -105,7 +105,7 @@ def _private_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
-            *imports.PACKAGES, "tests", "bench", "conftest", "imports"
+            "fakeface", "tests", "bench", "conftest", "imports"
         ):
             found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
     return found
@@ -144,3 +144,34 @@ def test_readme_parameter_table_is_generated_from_the_config():
 
     shown = read_block((ROOT / "README.md").read_text(), "params")
     assert shown == params_table().strip(), "README's parameter table is stale: paste `fakeface params --markdown`"
+
+
+def test_every_package_is_installed_and_nothing_uses_the_bare_names():
+    """components/ and pipelines/ install as fakeface.components and fakeface.pipelines: every
+    package folder is listed in pyproject.toml, and no code imports the bare top-level names
+    (which would work in a checkout by accident and fail where the package is installed)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in imports.modules().items() if path.name == "__init__.py"}
+    assert found == listed
+    bare = []
+    for path in [*imports.modules().values(), *sorted((ROOT / "tests").glob("*.py")), *sorted((ROOT / "bench").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bare += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("components", "pipelines")]
+    assert not bare, bare
+
+
+def test_generated_components_and_compiled_pipelines_are_up_to_date():
+    """components/{stages,ablation}.py follow the registry and the config; pipelines/compiled/*.yaml
+    are what a cluster runs. Regenerate both with `fakeface pipeline golden` and review the diff."""
+    from fakeface.components import codegen
+    from fakeface.pipelines import golden
+
+    for path, text in codegen.targets().items():
+        assert path.read_text() == text, f"{path.name} is stale: run `fakeface pipeline golden`"
+    params = load_params(ROOT / "params.yaml")
+    for pipeline, path in golden.GOLDEN.items():
+        assert path.read_text() == golden.render(pipeline, params), f"{path} is stale: run `fakeface pipeline golden`"

@@ -1,4 +1,5 @@
-"""The Kubeflow pipeline (issue 3): the compiled spec, the CLI, and a full local run.
+"""The Kubeflow pipeline: the compiled spec (typed per-step parameters, cluster resilience), the
+CLI, and a full local run.
 
 The spec tests read the compiled YAML (document 1: the PipelineSpec; document 2: the Kubernetes
 platform spec written by kfp-kubernetes). The slow test runs the whole pipeline under
@@ -24,15 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, small_params
+from conftest import ROOT, SECRET_VALUES, small_params
 
-SECRET_VALUES = {
-    "AWS_ACCESS_KEY_ID": "AKIA-fake-id-xyz",
-    "AWS_SECRET_ACCESS_KEY": "supersecret-xyz",
-    "MLFLOW_TRACKING_USERNAME": "mlflow-user-xyz",
-    "MLFLOW_TRACKING_PASSWORD": "mlflow-password-xyz",
-    "KFP_TOKEN": "kfp-token-xyz",
-}
 STAGES = ("ingest", "eda", "augment", "preview", "train", "evaluate", "register")
 CACHED = {"ingest", "eda", "augment", "preview"}
 MLFLOW_STAGES = {"eda", "train", "evaluate", "register"}
@@ -48,7 +42,8 @@ def _clean_env(monkeypatch):
 def compiled(tmp_path, monkeypatch):
     """The pipeline compiled with params.yaml, with fake credentials in the environment."""
     from fakeface.config import load_params
-    from pipelines import KubeflowSettings, compile_pipeline
+    from fakeface.pipelines.settings import KubeflowSettings
+    from fakeface.pipelines.training import compile_pipeline
 
     _clean_env(monkeypatch)
     for name, value in SECRET_VALUES.items():
@@ -72,7 +67,7 @@ def _k8s(platform, stage):
 
 def test_compiling_twice_gives_the_same_bytes(tmp_path, monkeypatch):
     from fakeface.config import load_params
-    from pipelines import compile_pipeline
+    from fakeface.pipelines.training import compile_pipeline
 
     _clean_env(monkeypatch)
     params = load_params(ROOT / "params.yaml")
@@ -91,18 +86,58 @@ def test_pipeline_has_every_stage_wired_in_order(compiled):
     assert tasks["train"]["dependentTasks"] == ["augment"]
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["augment", "train"]
     assert sorted(tasks["register"]["dependentTasks"]) == ["evaluate", "train"]
-    # one parameter, params, passed to every step
-    assert list(spec["root"]["inputDefinitions"]["parameters"]) == ["params"]
+    # each step gets exactly the typed parameters of the params keys it reads, from the pipeline's
+    from fakeface.components.parameters import step_parameters
+
     for stage in STAGES:
-        assert tasks[stage]["inputs"]["parameters"]["params"] == {"componentInputParameter": "params"}
+        given = tasks[stage]["inputs"].get("parameters", {})
+        assert given == {p.name: {"componentInputParameter": p.name} for p in step_parameters(stage)}, stage
 
 
-def test_params_default_is_params_yaml(compiled):
+def test_parameters_are_typed_leaves_with_params_yaml_as_defaults(compiled):
+    from fakeface.components.parameters import arguments, pipeline_parameters
     from fakeface.config import load_params
 
     _, spec, _ = compiled
-    default = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
-    assert json.loads(default) == load_params(ROOT / "params.yaml").model_dump(mode="json")
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    expected = arguments(load_params(ROOT / "params.yaml"), pipeline_parameters(list(STAGES)))
+    assert {name: d["defaultValue"] for name, d in declared.items()} == expected
+    kinds = {name: d["parameterType"] for name, d in declared.items()}
+    assert kinds["train_dropout"] == "NUMBER_DOUBLE" and kinds["train_backbone"] == "STRING"
+    assert kinds["seed"] == "NUMBER_INTEGER" and kinds["augment_crop_enabled"] == "BOOLEAN"
+    assert declared["train_image_size"]["defaultValue"] == "null"  # optional: YAML text
+
+
+def test_a_training_knob_reaches_only_the_steps_that_read_it(compiled):
+    """The cache key of a step is its inputs: train.dropout must not be one of the data steps'."""
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    readers = {stage for stage in STAGES if "train_dropout" in tasks[stage]["inputs"].get("parameters", {})}
+    assert readers == {"train"}
+    crop = {stage for stage in STAGES if "augment_crop_enabled" in tasks[stage]["inputs"].get("parameters", {})}
+    assert crop == {"preview", "train"}
+
+
+def test_retries_timeouts_checkpoint_volume_and_non_root(compiled):
+    from fakeface.pipelines.settings import DEFAULT_TIMEOUTS, RETRIED_STAGES
+
+    _, spec, platform = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    for stage in STAGES:
+        policy = tasks[stage].get("retryPolicy")
+        if stage in RETRIED_STAGES:
+            assert policy == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                              "backoffMaxDuration": "3600s"}, stage
+        else:
+            assert policy is None, stage
+        k8s = _k8s(platform, stage)
+        assert int(k8s["activeDeadlineSeconds"]) == DEFAULT_TIMEOUTS[stage]
+        assert k8s["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
+    train = _k8s(platform, "train")
+    assert train["pvcMount"][0]["mountPath"] == "/checkpoints"
+    assert train["pvcMount"][0]["constant"] == "fakeface-checkpoints"
+    assert {"name": "FAKEFACE_CHECKPOINT_DIR", "value": "/checkpoints"} in _executor(spec, "train")["env"]
+    assert all("pvcMount" not in _k8s(platform, s) for s in STAGES if s != "train")
 
 
 def test_artifact_types(compiled):
@@ -138,7 +173,7 @@ def test_train_requests_a_gpu_on_a_gpu_node(compiled):
 
 
 def test_every_step_has_cpu_and_memory_requests_and_the_project_image(compiled):
-    from components.stages import DEFAULT_IMAGE
+    from fakeface.components.stages import DEFAULT_IMAGE
 
     _, spec, _ = compiled
     for stage in STAGES:
@@ -158,7 +193,7 @@ def test_caching_on_for_data_stages_only(compiled):
 
 
 def test_mlflow_uri_is_plain_env_and_credentials_come_from_the_secret(compiled):
-    from pipelines.settings import DEFAULT_MLFLOW_URI
+    from fakeface.pipelines.settings import DEFAULT_MLFLOW_URI
 
     _, spec, platform = compiled
     for stage in STAGES:
@@ -186,7 +221,7 @@ def test_no_secret_value_and_no_runtime_install_in_the_yaml(compiled):
 
 
 def test_settings_from_env_and_refusals(monkeypatch):
-    from pipelines import KubeflowSettings, SettingsError, Toleration
+    from fakeface.pipelines.settings import KubeflowSettings, SettingsError, Toleration
 
     _clean_env(monkeypatch)
     monkeypatch.setenv("FAKEFACE_IMAGE", "registry.example.com/ff:1.2.3")
@@ -201,7 +236,8 @@ def test_settings_from_env_and_refusals(monkeypatch):
 
 
 def test_cpu_only_pipeline_has_no_gpu_settings(tmp_path, monkeypatch):
-    from pipelines import KubeflowSettings, compile_pipeline
+    from fakeface.pipelines.settings import KubeflowSettings
+    from fakeface.pipelines.training import compile_pipeline
 
     _clean_env(monkeypatch)
     path = compile_pipeline(tmp_path / "cpu.yaml", small_params(), KubeflowSettings(gpu_count=0))
@@ -222,7 +258,7 @@ def _cli(args, cwd):
 
 def test_cli_compile_writes_the_yaml(tmp_path, monkeypatch):
     from fakeface.config import load_params
-    from pipelines import compile_pipeline
+    from fakeface.pipelines.training import compile_pipeline
 
     out = tmp_path / "out" / "training_pipeline.yaml"
     result = _cli(["pipeline", "compile", "--out", str(out)], cwd=ROOT)
@@ -244,8 +280,8 @@ def test_cli_compile_with_overrides_and_settings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     spec, platform = list(yaml.safe_load_all(out.read_text()))
-    default = json.loads(spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"])
-    assert default["train"]["fine_tune_epochs"] == 3 and default["seed"] == 7
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert declared["train_fine_tune_epochs"]["defaultValue"] == 3 and declared["seed"]["defaultValue"] == 7
     assert _executor(spec, "train")["image"] == "registry.example.com/ff:9"
     assert _executor(spec, "train")["resources"]["accelerator"]["resourceCount"] == "2"
     assert _k8s(platform, "train")["tolerations"] == [
@@ -292,7 +328,7 @@ def test_local_run_matches_the_in_process_stages_and_logs_to_mlflow(tmp_path, mo
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines import run_local
+    from fakeface.pipelines.training import run_local
 
     params = small_params(register={"min_test_auc": 0.0})  # register whatever it learns
     monkeypatch.chdir(tmp_path)  # MLflow's local artifact store (./mlruns) goes here
@@ -356,20 +392,20 @@ def test_ingest_component_makes_a_folder_source_self_contained(tmp_path, monkeyp
     """A folder source outside the artifact is copied in, so the next pod can read it."""
     from kfp.dsl import Dataset
 
-    from components import stages
     from fakeface import synthetic
-    from fakeface.config import parse_params
+    from fakeface.components import stages
+    from fakeface.components.parameters import arguments, step_parameters
     from fakeface.manifest import file_sha256, read_manifest
-    from pipelines import params_json
 
     base = small_params()
     synthetic.generate(base.data.synthetic, base.data.split, tmp_path / "faces", seed=1)
     params = small_params(data={"source": "faces"})  # relative to the caller's directory
     monkeypatch.chdir(tmp_path)
-    # in a pod, begin() sets up logging; here it would bind a handler to this test's captured stderr
-    monkeypatch.setattr("components.runtime.begin", lambda params: parse_params(json.loads(params)))
+    # in a pod, step_params also sets up logging; here that would bind a handler to this test's
+    # captured stderr
+    monkeypatch.setattr("fakeface.logs.setup_logging", lambda *args, **kwargs: None)
     data = Dataset(uri=str(tmp_path / "artifact" / "data"))
-    stages.ingest.python_func(params=params_json(params), data=data)
+    stages.ingest.python_func(**arguments(params, step_parameters("ingest")), data=data)
 
     root = tmp_path / "artifact" / "data"
     manifest = read_manifest(root / "manifest.csv")
@@ -383,7 +419,7 @@ def test_roc_points_are_thinned_keeping_both_ends(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from components.runtime import roc_points
+    from fakeface.components.runtime import roc_points
 
     n = 1001
     frame = pd.DataFrame({"fpr": np.linspace(0, 1, n), "tpr": np.linspace(0, 1, n) ** 0.5,
@@ -395,21 +431,28 @@ def test_roc_points_are_thinned_keeping_both_ends(tmp_path):
     assert fpr == sorted(fpr)
 
 
-def test_params_parameter_is_validated_in_the_step():
-    from components.runtime import parse_params
+def test_typed_parameters_round_trip_and_are_validated_in_the_step():
+    from fakeface.components.parameters import all_parameters, arguments, step_parameters, to_params
     from fakeface.config import ConfigError
 
-    assert parse_params('{"seed": 3}').seed == 3
+    params = small_params(data={"source": ["synthetic", "faces/"], "test_source": "faces/"},
+                          train={"image_size": 48, "dropout": 0.35})
+    for step in ("ingest", "train", "evaluate"):
+        rebuilt = to_params(step, arguments(params, step_parameters(step)))
+        for parameter in step_parameters(step):
+            assert rebuilt.section(parameter.key) == params.section(parameter.key), parameter.key
+    names = [p.name for p in all_parameters()]
+    assert len(names) == len(set(names)), "two params leaves would share a pipeline parameter name"
     with pytest.raises(ConfigError, match="train.optimizer"):
-        parse_params('{"train": {"optimizer": "rmsprop"}}')
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        parse_params("{seed: 3")
+        to_params("train", {"train_optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="train.image_size"):
+        to_params("train", {"train_image_size": "[not, a, size]"})
 
 
 def test_submit_sends_the_params_with_a_token_from_the_environment(tmp_path, monkeypatch):
     import kfp
 
-    from pipelines import submit
+    from fakeface.pipelines.training import submit
 
     _clean_env(monkeypatch)
     monkeypatch.setenv("KFP_TOKEN", "kfp-token-xyz")
@@ -430,5 +473,6 @@ def test_submit_sends_the_params_with_a_token_from_the_environment(tmp_path, mon
     assert seen["client"]["host"] == "https://kfp.example.com"
     assert seen["client"]["existing_token"] == "kfp-token-xyz" and seen["client"]["namespace"] == "team"
     assert seen["run"]["experiment_name"] == "exp" and seen["run"]["run_name"] == "r1"
-    assert json.loads(seen["run"]["arguments"]["params"])["data"]["synthetic"]["images_per_class"] == 60
+    assert seen["run"]["arguments"]["data_synthetic_images_per_class"] == 60
+    assert seen["run"]["arguments"]["train_dropout"] == 0.2 and "params" not in seen["run"]["arguments"]
     assert "kfp-token-xyz" not in seen["yaml"] and "nvidia.com/gpu" in seen["yaml"]

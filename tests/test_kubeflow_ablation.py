@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, small_params
-from test_kubeflow import SECRET_VALUES
+from conftest import ROOT, SECRET_VALUES, small_params
 
 GRID = {"train.optimizer": ["sgd", "adam"]}
 
@@ -49,8 +48,8 @@ def ablation_pipeline_params(**ablation):
 
 @pytest.fixture()
 def compiled(tmp_path, monkeypatch):
-    from pipelines import KubeflowSettings
-    from pipelines.ablation import compile_ablation_pipeline
+    from fakeface.pipelines.settings import KubeflowSettings
+    from fakeface.pipelines.ablation import compile_ablation_pipeline
 
     clean_env(monkeypatch)
     for name, value in {**SECRET_VALUES, "FAKEFACE_ABLATION_STORAGE": "postgresql://u:storage-pw-xyz@db/optuna"}.items():
@@ -70,7 +69,7 @@ def _k8s(platform, name):
 
 
 def test_compiling_twice_gives_the_same_bytes(tmp_path, monkeypatch):
-    from pipelines.ablation import compile_ablation_pipeline
+    from fakeface.pipelines.ablation import compile_ablation_pipeline
 
     clean_env(monkeypatch)
     params = ablation_pipeline_params()
@@ -93,10 +92,18 @@ def test_workers_run_in_a_parallel_for_between_prepare_and_finalize(compiled):
     assert worker_inputs["worker_index"] == {"componentInputParameter": loop["parameterIterator"]["itemInput"]}
     assert tasks["ablation-finalize"]["dependentTasks"] == [loops[0]] or loops[0] in tasks["ablation-finalize"]["dependentTasks"]
     assert "ablation-finalize" in tasks["retrain-best"]["dependentTasks"]
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"params", "storage"}
-    assert spec["root"]["inputDefinitions"]["parameters"]["storage"]["defaultValue"] == ""
-    for name in ("ingest", "augment", "ablation-prepare", "ablation-finalize", "retrain-best"):
-        assert tasks[name]["inputs"]["parameters"]["params"] == {"componentInputParameter": "params"}
+    from fakeface.components.parameters import pipeline_parameters, step_parameters
+    from fakeface.pipelines.ablation import STEPS
+
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(declared) == {p.name for p in pipeline_parameters(STEPS)} | {"storage"}
+    assert declared["storage"]["defaultValue"] == ""
+    assert declared["ablation_workers"]["defaultValue"] == 2
+    for name, step in (("ingest", "ingest"), ("augment", "augment"), ("ablation-prepare", "ablation_prepare"),
+                       ("ablation-finalize", "ablation_finalize"), ("retrain-best", "retrain_best")):
+        given = tasks[name]["inputs"]["parameters"]
+        for parameter in step_parameters(step):
+            assert given[parameter.name] == {"componentInputParameter": parameter.name}, (name, parameter.name)
 
 
 def test_workers_and_retrain_get_the_gpu_and_the_storage_secret(compiled):
@@ -117,12 +124,12 @@ def test_workers_and_retrain_get_the_gpu_and_the_storage_secret(compiled):
 
 
 def test_no_secret_value_in_the_yaml_and_no_password_as_storage(compiled, tmp_path):
-    from pipelines.ablation import build_ablation_pipeline
+    from fakeface.pipelines.ablation import build_ablation_pipeline
 
     text, _, _ = compiled
     for value in [*SECRET_VALUES.values(), "storage-pw-xyz"]:
         assert value not in text
-    with pytest.raises(ValueError, match="FAKEFACE_ABLATION_STORAGE"):
+    with pytest.raises(ValueError, match="FAKEFACE_ABLATION_STORAGE"):  # a FakefaceError
         build_ablation_pipeline(default_storage="postgresql://u:pw@db/optuna")
 
 
@@ -148,7 +155,7 @@ def test_local_run_studies_in_parallel_then_retrains_the_best(tmp_path, monkeypa
     import optuna
     from optuna.trial import TrialState
 
-    from pipelines.ablation import run_ablation_local
+    from fakeface.pipelines.ablation import run_ablation_local
 
     params = ablation_pipeline_params()
     monkeypatch.chdir(tmp_path)

@@ -7,12 +7,13 @@
     fakeface pipeline run-local [--pipeline training|ablation] [--workdir DIR] [--mlflow-uri URI]
 
 Each takes the params from ``--params`` (default ``params.yaml``), optionally changed with
-``-S/--set section.key=value`` (repeatable, values in YAML syntax), as the value of the pipeline's
-one ``params`` parameter: the compiled default, or the submitted run's argument.
+``-S/--set section.key=value`` (repeatable, values in YAML syntax): the defaults of the compiled
+pipeline's typed parameters (``train_dropout``, ...), or the submitted run's arguments.
+``fakeface pipeline golden`` regenerates the components and the committed compiled pipelines.
 
 ``compile`` and ``submit`` also take the cluster settings (``--image``, ``--mlflow-uri``,
 ``--s3-endpoint``, ``--secret``, ``--gpus``, ``--node-selector``, ``--toleration``); defaults come
-from ``FAKEFACE_*`` environment variables (see :mod:`pipelines.settings`). Credentials are never
+from ``FAKEFACE_*`` environment variables (see :mod:`fakeface.pipelines.settings`). Credentials are never
 options: the Kubeflow API token is read from ``KFP_TOKEN`` (or a session cookie from
 ``KFP_COOKIES``), and the pods get S3 and MLflow credentials from a Kubernetes Secret.
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _settings(args: argparse.Namespace):
-    from pipelines.settings import KubeflowSettings, SettingsError, Toleration
+    from fakeface.pipelines.settings import KubeflowSettings, SettingsError, Toleration
 
     overrides: dict[str, Any] = {
         "image": args.image,
@@ -90,13 +92,17 @@ def _settings(args: argparse.Namespace):
         "s3_endpoint_url": args.s3_endpoint,
         "secret_name": args.secret,
         "gpu_count": args.gpus,
+        "retries": args.retries,
     }
     try:
         if args.node_selector is not None:
             overrides["gpu_node_selector"] = tuple(args.node_selector)
         if args.toleration is not None:
             overrides["gpu_tolerations"] = tuple(Toleration.parse(t) for t in args.toleration)
-        return KubeflowSettings.from_env(**overrides)
+        settings = KubeflowSettings.from_env(**overrides)
+        if args.checkpoint_pvc is not None:
+            settings = replace(settings, checkpoint_pvc=args.checkpoint_pvc or None)
+        return settings
     except SettingsError as error:
         raise PipelineCommandError(str(error)) from None
 
@@ -105,8 +111,8 @@ def _settings(args: argparse.Namespace):
 
 
 def _compile(args: argparse.Namespace, params: Any) -> None:
-    from pipelines.ablation import compile_ablation_pipeline
-    from pipelines.training import compile_pipeline
+    from fakeface.pipelines.ablation import compile_ablation_pipeline
+    from fakeface.pipelines.training import compile_pipeline
 
     params = apply_overrides(params, args.set)
     compile_fn = compile_ablation_pipeline if args.pipeline == "ablation" else compile_pipeline
@@ -116,7 +122,7 @@ def _compile(args: argparse.Namespace, params: Any) -> None:
 
 
 def _submit(args: argparse.Namespace, params: Any) -> None:
-    from pipelines.training import submit
+    from fakeface.pipelines.training import submit
 
     params = apply_overrides(params, args.set)
     settings = _settings(args)
@@ -138,7 +144,7 @@ def _submit(args: argparse.Namespace, params: Any) -> None:
 
 
 def _run_local(args: argparse.Namespace, params: Any) -> None:
-    from pipelines.training import run_local
+    from fakeface.pipelines.training import run_local
 
     params = apply_overrides(params, args.set)
     if args.pipeline == "ablation":
@@ -157,8 +163,17 @@ def _run_local(args: argparse.Namespace, params: Any) -> None:
     )
 
 
+def _golden(args: argparse.Namespace, params: Any) -> None:
+    from fakeface.pipelines import golden
+
+    changed = golden.write(Path(args.params))
+    for path in changed:
+        log.info("rewrote %s", path)
+    sys.stdout.write(f"{len(changed)} file(s) changed\n")
+
+
 def _run_ablation_local(args: argparse.Namespace, params: Any) -> None:
-    from pipelines.ablation import run_ablation_local
+    from fakeface.pipelines.ablation import run_ablation_local
 
     outputs = run_ablation_local(params, workdir=args.workdir, mlflow_tracking_uri=args.mlflow_uri)
     study = json.loads((Path(outputs["study"].path) / "summary.json").read_text())
@@ -198,6 +213,11 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
                    help="node label the train step needs (repeatable; default nvidia.com/gpu.present=true)")
     g.add_argument("--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]",
                    help="taint the train step tolerates (repeatable; default nvidia.com/gpu:NoSchedule)")
+    g.add_argument("--checkpoint-pvc", default=None, metavar="CLAIM",
+                   help="PersistentVolumeClaim for train's checkpoints, so a restarted pod resumes "
+                        "(default fakeface-checkpoints; '' keeps them in the pod)")
+    g.add_argument("--retries", type=int, default=None,
+                   help="retries of the steps that reach the network, with exponential backoff (default 3)")
 
 
 def _set_option(p: argparse.ArgumentParser) -> None:
@@ -206,7 +226,7 @@ def _set_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
-    """Register the ``pipeline`` subcommand group: compile, submit, run-local."""
+    """Register the ``pipeline`` subcommand group: compile, submit, run-local, golden."""
     group = sub.add_parser(
         "pipeline",
         help="Kubeflow pipeline: compile to YAML, submit to a cluster, or run it locally",
@@ -244,3 +264,11 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF
                    help="tracking URI for the steps (default: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     _set_option(p)
     p.set_defaults(handler=_run_local)
+
+    p = commands.add_parser(
+        "golden", help="regenerate the components and the committed compiled pipelines",
+        description="Rewrite components/stages.py, components/ablation.py (generated from the stage "
+                    "registry and the config) and pipelines/compiled/*.yaml (params.yaml, default "
+                    "cluster settings); a test fails when they are stale.",
+    )
+    p.set_defaults(handler=_golden)
