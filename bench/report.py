@@ -58,18 +58,11 @@ def rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
             r = spread.get(key)
             return f"median of {len(r)} epochs after warm-up, range {min(r):,.0f}-{max(r):,.0f}" if r else ""
 
-        cfg = f"{inp['images']} JPEGs, {inp['size']} px, batch {inp['batch']}, flip"
-        shards = inp["shards"]
-        out.append(_row("input: shards -> make_dataset(training=True)", shards, "img/s", note=f"{cfg}; {rng('shards')}"))
-        out.append(_row("input: image_dataset_from_directory + RandomFlip", inp["idfd"], "img/s", note=rng("idfd")))
-        out.append(_row("input: decode limit (tf.data, parallel read+decode_jpeg)", inp["decode_limit"], "img/s",
-                        note="file list -> read_file -> decode_jpeg -> float32, AUTOTUNE map, batch, prefetch, "
-                        f"no augmentation; {rng('decode_limit')}"))
-        if inp.get("decode_limit_pil") is not None:
-            out.append(_row("input: decode (ThreadPool + PIL), for reference", inp["decode_limit_pil"], "img/s",
-                            note=f"{inp.get('threads', 2)} threads, PIL decode -> float32; {rng('decode_limit_pil')}"))
-        def paired(key: str) -> str:
-            a, b = spread.get("shards"), spread.get(key)
+        cfg = f"{inp['images']} JPEGs, {inp['size']} px, batch {inp['batch']}"
+
+        def paired(key: str, base: str) -> str:
+            """key / base per round (the two were measured back to back in each round)."""
+            a, b = spread.get(key), spread.get(base)
             if not a or not b or len(a) != len(b):
                 return ""
             ratios = sorted(x / y for x, y in zip(a, b))
@@ -77,21 +70,41 @@ def rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
             return (f"ratio of medians; per-round paired ratios: median {mid:.2f}, "
                     f"range {ratios[0]:.2f}-{ratios[-1]:.2f}")
 
-        r = _ratio(shards, inp["idfd"])
+        limit = inp["decode_limit"]
+        out.append(_row("input: decode limit (tf.data, parallel read+decode_jpeg)", limit, "img/s",
+                        note="file list -> read_file -> decode_jpeg -> float32, AUTOTUNE map, batch, prefetch, "
+                        f"no augmentation; {rng('decode_limit')}"))
+        variants = (
+            ("shards", "make_dataset, default (flip), no cache", ">= 0.90", 0.9),
+            ("shards_full", f"make_dataset, all augmentations ({inp.get('full_set', 'all')}), no cache", "", None),
+            ("cache_memory", "make_dataset, flip, cache memory, epochs 2+", ">= 2x", 2.0),
+            ("cache_disk", "make_dataset, flip, cache disk, epochs 2+", "", None),
+            ("idfd", "image_dataset_from_directory + RandomFlip", "", None),
+        )
+        for key, label, target, minimum in variants:
+            if inp.get(key) is None:
+                continue
+            out.append(_row(f"input: {label}", inp[key], "img/s", note=f"{cfg}; {rng(key)}"))
+            r = _ratio(inp[key], limit)
+            out.append(_row(f"input: {key} / decode limit", r, "x", target,
+                            None if (r is None or minimum is None) else r >= minimum, paired(key, "decode_limit")))
+        if inp.get("decode_limit_pil") is not None:
+            out.append(_row("input: decode (ThreadPool + PIL), for reference", inp["decode_limit_pil"], "img/s",
+                            note=f"{inp.get('threads', 2)} threads, PIL decode -> float32; {rng('decode_limit_pil')}"))
+        r = _ratio(inp["shards"], inp.get("idfd"))
         out.append(_row("input: shards / image_dataset_from_directory", r, "x", ">= 2x", None if r is None else r >= 2,
-                        paired("idfd")))
-        r = _ratio(shards, inp["decode_limit"])
-        out.append(_row("input: shards / decode limit", r, "x", ">= 0.80", None if r is None else r >= 0.8,
-                        paired("decode_limit")))
-        out.append(_row("input: epoch 2+ with cache (option, not the pipeline)", inp.get("cache_variant"), "img/s",
-                        note="make_dataset has NO cache (decodes every epoch); bench-only variant: shards -> "
-                        f"decode_jpeg (uint8) -> .cache() -> cast + same flip; {rng('cache_variant')}"))
+                        paired("shards", "idfd")))
+        step = inp.get("train_step") or {}
+        for cache in ("none", "memory"):
+            if cache in step:
+                out.append(_row(f"train step CPU fed by make_dataset: smallcnn 64 px, cache {cache}", step[cache],
+                                "img/s", note="model.fit over the shards, epochs 2-3, batch 64"))
     if (tr := raw.get("training")) and "error" not in tr:
         for key, label in (("smallcnn_64", "smallcnn 64 px"), ("mobilenetv2_128", "MobileNetV2 128 px (weights none)")):
             if key in tr:
                 out.append(_row(f"train step CPU: {label}", tr[key], "img/s",
                                 note=f"batch {tr.get('batch')}, {tr.get('steps')} steps after {tr.get('warmup')} warm-up"))
-        out.append(_row("train step GPU: Xception 256 px (+/- mixed precision, XLA)", tr.get("gpu", "skipped: no GPU"), ""))
+        out.append(_row("train step GPU: Xception 299 px (+/- mixed precision, XLA)", tr.get("gpu", "skipped: no GPU"), ""))
     if (inf := raw.get("inference")) and "error" not in inf:
         out.append(_row("predict: predict_files (batch path)", inf["batch"], "img/s",
                         note=f"{inf['images']} images, {inf['size']} px smallcnn, batch {inf['batch_size']}"))

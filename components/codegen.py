@@ -54,7 +54,8 @@ TRAINING_STEPS = (
           ("metrics", "Output[Metrics]"), ("classification", "Output[ClassificationMetrics]"),
           ("report", "Output[Markdown]"))),
     Step("register", "Log the model to the training run; register it (alias) if test AUC passes the gate.",
-         (("model", "Input[Model]"), ("evaluation", "Input[Artifact]"), ("registration", "Output[Artifact]"))),
+         (("model", "Input[Model]"), ("evaluation", "Input[Artifact]"), ("registration", "Output[Artifact]"),
+          ("card", "Output[Markdown]"))),
 )
 
 ABLATION_STEPS = (
@@ -88,7 +89,7 @@ No ``from __future__ import annotations`` here: KFP reads the annotations as typ
 import os
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import {types}
 
 from fakeface import __version__
 
@@ -118,7 +119,9 @@ def render_step(step: Step) -> str:
 
 def render(title: str, steps: tuple[Step, ...]) -> str:
     names = ", ".join(step.name for step in steps)
-    return HEADER.format(title=title) + "".join(render_step(s) for s in steps) + f"\n\nCOMPONENTS = ({names},)\n"
+    used = {part for step in steps for _, annotation in step.artifacts for part in annotation.rstrip("]").split("[")}
+    types = ", ".join(sorted(used, key=lambda name: (not name.isupper(), name)))
+    return HEADER.format(title=title, types=types) + "".join(render_step(s) for s in steps) + f"\n\nCOMPONENTS = ({names},)\n"
 
 
 def targets() -> dict[Path, str]:

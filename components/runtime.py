@@ -157,6 +157,12 @@ def record_evaluation(result: dict[str, Any], paths, evaluation, metrics, classi
         metrics.log_metric(name, float(result[name]))
     if isinstance(result.get("calibration"), dict) and "ece" in result["calibration"]:
         metrics.log_metric("ece", float(result["calibration"]["ece"]))
+    external = Path(paths.external_metrics)
+    if external.is_file():
+        from fakeface.external import flat_metrics
+
+        for name, value in flat_metrics(json.loads(external.read_text())).items():
+            metrics.log_metric(name, value)
     confusion = result["confusion"]
     # rows: actual real, actual fake; columns: predicted real, predicted fake
     classification.log_confusion_matrix(

@@ -29,6 +29,7 @@ def ingest(
     data_split_valid: float,
     data_split_test: float,
     data_max_pixels: int,
+    data_max_archive_bytes: int,
     data_synthetic_images_per_class: int,
     data_synthetic_image_size: int,
     data_synthetic_jpeg_quality: int,
@@ -97,10 +98,13 @@ def preview(
     augment_sharpness_max_amount: float,
     augment_sharpness_sigma: float,
     augment_blur_enabled: bool,
+    augment_blur_probability: float,
     augment_blur_max_sigma: float,
     augment_downscale_enabled: bool,
+    augment_downscale_probability: float,
     augment_downscale_min_factor: float,
     augment_jpeg_enabled: bool,
+    augment_jpeg_probability: float,
     augment_jpeg_min_quality: int,
     augment_jpeg_max_quality: int,
     data: Input[Dataset],
@@ -136,10 +140,13 @@ def train(
     augment_sharpness_max_amount: float,
     augment_sharpness_sigma: float,
     augment_blur_enabled: bool,
+    augment_blur_probability: float,
     augment_blur_max_sigma: float,
     augment_downscale_enabled: bool,
+    augment_downscale_probability: float,
     augment_downscale_min_factor: float,
     augment_jpeg_enabled: bool,
+    augment_jpeg_probability: float,
     augment_jpeg_min_quality: int,
     augment_jpeg_max_quality: int,
     train_backbone: str,
@@ -162,6 +169,9 @@ def train(
     train_shuffle_buffer: int,
     train_mixed_precision: str,
     train_xla: str,
+    train_deterministic: str,
+    train_cache: str,
+    train_augment_on: str,
     tracking_experiment: str,
     shards: Input[Dataset],
     model: Output[Model],
@@ -182,6 +192,7 @@ def evaluate(
     evaluate_calibration_bins: int,
     evaluate_robustness_max_images: int,
     evaluate_robustness: str,
+    evaluate_external: str,
     evaluate_slices_brightness_edges: str,
     evaluate_explain_enabled: bool,
     evaluate_explain_images_per_class: int,
@@ -213,12 +224,13 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     registration: Output[Artifact],
+    card: Output[Markdown],
 ):
     """Log the model to the training run; register it (alias) if test AUC passes the gate."""
     from fakeface.components import runtime, steps
 
     params = runtime.step_params("register", locals())
-    steps.register_step(params, model=model, evaluation=evaluation, registration=registration)
+    steps.register_step(params, model=model, evaluation=evaluation, registration=registration, card=card)
 
 
 COMPONENTS = (ingest, eda, augment, preview, train, evaluate, register,)

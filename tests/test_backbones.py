@@ -18,6 +18,7 @@ SMALL_SIZES = {
     "mobilenetv3small": 32,
     "mobilenetv3large": 32,
     "efficientnetv2b0": 32,
+    "efficientnetb0": 32,
     "smallcnn": 32,
 }
 

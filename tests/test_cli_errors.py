@@ -51,6 +51,7 @@ def project(tmp_path):
     (tmp_path / "data/manifest.csv").write_text("this,is,not\na,manifest,\n")
     (tmp_path / "data/shards/index.json").write_text("{not json")
     (tmp_path / "models/model.keras").write_text("not a model")
+    (tmp_path / "models/detector.keras").write_text("not a model either")
     (tmp_path / "models/run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment_id": "0"}))
     (tmp_path / "metrics/evaluate.json").write_text("nope")
     return tmp_path

@@ -77,10 +77,18 @@ def test_evaluate_writes_numbers_plots_and_logs_them(trained, monkeypatch):
 
 
 def register_paths(root, evaluation, auc, registry="registry.json") -> RegisterPaths:
-    """Register paths for the model in ``root`` with an evaluation of test AUC ``auc``."""
-    (root / evaluation).write_text(json.dumps({"auc": auc, "threshold": 0.5}))
+    """Register paths for the model in ``root`` with an evaluation of test AUC ``auc`` (the
+    seed's per-class numbers made up around it, as a model card needs them)."""
+    per_class = {"precision": 0.9, "recall": 0.8, "f1-score": 0.85, "support": 6}
+    (root / evaluation).write_text(json.dumps({
+        "auc": auc, "threshold": 0.5, "accuracy": 0.85, "average_precision": auc, "n": 12,
+        "real": per_class, "fake": per_class, "threshold_0_5": {"accuracy": 0.85},
+        "threshold_selection": {"method": "fixed"},
+    }))
     return RegisterPaths(model=root / "model.keras", evaluation=root / evaluation, run_info=root / "run.json",
-                         registry=root / registry)
+                         robustness=root / "none.json", slices=root / "none.json",
+                         external_metrics=root / "none.json", registry=root / registry,
+                         card=root / f"card-{evaluation}.md")
 
 
 def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
@@ -102,6 +110,15 @@ def test_register_passes_the_gate_and_sets_the_alias(trained, monkeypatch):
     info = mlflow.models.get_model_info("models:/fakeface-test@champion")
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
     assert info.metadata["fakeface"]["classes"] == ["real", "fake"]
+    card = (root / "card-good.json.md").read_text()
+    assert card.startswith("# Model card: fakeface-test version 1")
+    for section in ("## Data", "## Training", "## Test metrics", "## Threshold", "## External sets",
+                    "## Robustness", "## Known limits"):
+        assert section in card, section
+    assert "| augmentations |" in card and "Accuracy 0.8500 at the threshold" in card
+    version = MlflowClient().get_model_version("fakeface-test", "1")
+    assert version.description == card  # the Models page shows it
+    assert any(a.path == "model_card.md" for a in MlflowClient().list_artifacts(version.run_id))
 
 
 def test_register_below_the_gate_logs_but_does_not_register(trained, monkeypatch):

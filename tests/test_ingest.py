@@ -519,8 +519,13 @@ def test_synthetic_source_calls_generate(tmp_path: Path, monkeypatch: pytest.Mon
     stale.write_bytes(b"old")
 
     report, frame = run("synthetic", tmp_path, seed=11)
-    assert calls == [(500, tmp_path / "raw" / "synthetic", 11)]
+    # generated in a staging sibling of raw/ (".raw.partial-<pid>-<hex>"), published as raw/
+    [(count, out_dir, seed)] = calls
+    assert (count, seed) == (500, 11)
+    assert out_dir.name == "synthetic" and out_dir.parent.name.startswith(".raw.partial-")
+    assert out_dir.parent.parent == tmp_path and not out_dir.parent.exists()
     assert set(frame["source"]) == {"synthetic"} and report.kept == 12 and report.quarantined == 0
+    assert all(Path(p).is_relative_to(tmp_path / "raw" / "synthetic") and Path(p).is_file() for p in frame["path"])
     assert not stale.exists()
 
 

@@ -156,7 +156,7 @@ def test_artifact_types(compiled):
         "evaluation": "system.Artifact", "metrics": "system.Metrics",
         "classification": "system.ClassificationMetrics", "report": "system.Markdown",
     }
-    assert outputs("register") == {"registration": "system.Artifact"}
+    assert outputs("register") == {"registration": "system.Artifact", "card": "system.Markdown"}
 
 
 def test_train_requests_a_gpu_on_a_gpu_node(compiled):

@@ -35,8 +35,10 @@ def registered(tracked_model):
         evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
                                                run_info=root / "run.json", shards=shards)
         evaluation = evaluate.run(params, evaluated)
-        result = register.run(params, RegisterPaths(model=root / "model.keras", evaluation=evaluated.metrics,
-                                                    run_info=root / "run.json", registry=root / "registry.json"))
+        result = register.run(params, RegisterPaths.in_artifacts(
+            root / "registered", model=evaluated.detector, evaluation=evaluated.metrics, run_info=root / "run.json",
+            robustness=evaluated.robustness, slices=evaluated.slices, external_metrics=evaluated.external_metrics,
+        ))
         assert result.registered
     return root, shards, evaluation["threshold"]
 
@@ -112,7 +114,7 @@ def test_folder_from_the_registered_champion_to_json(registered, folder, tmp_pat
 
     saved = json.loads(out.read_text())
     # the threshold evaluate chose on valid, stored with the model by register
-    assert saved["threshold"] == pytest.approx(threshold) and saved["threshold_source"] == "model metadata"
+    assert saved["threshold"] == pytest.approx(threshold) and saved["threshold_source"] == "stored with the model"
     assert threshold != 0.5
     assert saved["files"] == 7 and saved["scored"] == 4 and saved["failed"] == 3
     rows = {r["path"].split("/")[-1]: r for r in saved["results"]}
@@ -164,6 +166,27 @@ def _write_list(folder):
     listed = folder / "list.lst"
     listed.write_text(f"{folder / 'a_fake.jpg'}\n{folder / 'sub' / 'b_real.jpg'}\n")
     return listed
+
+
+def test_the_detector_file_carries_its_threshold(registered, folder, tmp_path, capsys):
+    """evaluate writes models/detector.keras: the model with the threshold chosen on valid inside
+    it, so a copied file still cuts where it should (not at 0.5); an explicit --threshold wins."""
+    from fakeface.contract import read_contract
+
+    root, _, threshold = registered
+    detector = root / "eval" / "detector.keras"
+    contract = read_contract(detector)
+    assert contract["threshold"] == pytest.approx(threshold) and contract["threshold_method"] == "youden"
+    assert contract["threshold_reliable"] is False  # 6 valid images per class
+    assert contract["input"]["shape"] == [32, 32, 3]
+    copied = tmp_path / "copy.keras"
+    copied.write_bytes(detector.read_bytes())
+    out = tmp_path / "r.json"
+    assert _main(str(folder / "c.png"), "--model", str(copied), "--out", str(out)) == 0
+    saved = json.loads(out.read_text())
+    assert saved["threshold"] == pytest.approx(threshold) and saved["threshold_source"] == "stored with the model"
+    assert _main(str(folder / "c.png"), "--model", str(copied), "--threshold", "0.25", "--out", str(out)) == 0
+    assert json.loads(out.read_text())["threshold"] == 0.25
 
 
 def test_default_threshold_for_a_plain_file(registered, folder, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,75 @@ def test_decode_image_shape_range_and_passthrough():
     jpeg = _encoded(pixels, "JPEG")
     out = list(tf.data.Dataset.from_tensor_slices([grey, rgba, jpeg]).map(lambda b: decode_image(b, 24)))
     assert [tuple(o.shape) for o in out] == [(24, 24, 3)] * 3
+
+
+def _copy(out: Path, tmp_path: Path, name: str = "copy") -> Path:
+    copy = tmp_path / name
+    shutil.copytree(out, copy)
+    return copy
+
+
+def test_index_records_each_shard_files_size_and_sha256(written):
+    _, out, index = written
+    for split, entry in index.items():
+        assert entry["format_version"] == 2
+        for name, size, digest in zip(entry["shards"], entry["shard_bytes"], entry["shard_sha256"], strict=True):
+            data = (out / split / name).read_bytes()
+            assert len(data) == size and hashlib.sha256(data).hexdigest() == digest
+
+
+def test_truncated_or_altered_shard_is_refused_naming_it(written, tmp_path):
+    truncated = _copy(written[1], tmp_path, "truncated")
+    shard = truncated / "train" / "train-00000-of-00003.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ShardError, match=rf"{shard}: .* bytes where .*index.json recorded .*truncated or altered"):
+        shard_files(truncated, "train")
+
+    altered = _copy(written[1], tmp_path, "altered")
+    shard = altered / "train" / "train-00001-of-00003.tfrecord"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, one bit changed
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=rf"{shard}: sha256 .* differs from .*altered"):
+        shard_files(altered, "train")
+    assert len(shard_files(altered, "valid")) == 1  # the other splits still read
+
+
+def test_shards_without_file_digests_are_refused(written, tmp_path):
+    copy = _copy(written[1], tmp_path)
+    index = json.loads((copy / "index.json").read_text())
+    for entry in index.values():
+        entry.pop("shard_sha256")
+        entry["format_version"] = 1
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardError, match="no per-file digests .*re-run the augment stage"):
+        shard_files(copy, "train")
+    (copy / "index.json").unlink()
+    with pytest.raises(ShardError, match="shard index not found"):
+        shard_files(copy, "train")
+
+
+def test_a_failed_write_leaves_the_previous_shards_and_no_partial_folder(written, tmp_path):
+    manifest, out, _ = written
+    target = _copy(out, tmp_path)
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    broken = manifest.copy()
+    broken.loc[len(broken) - 1, "sha256"] = "0" * 64  # the last row fails its check mid-way
+    with pytest.raises(ShardError, match="does not match the manifest"):
+        write_shards(broken, target, shard_size=3)
+    after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_an_output_folder_that_is_a_link_stays_a_link(written, tmp_path):
+    """data/shards linked to another disk: the new shards go there, the link stays."""
+    manifest, _, _ = written
+    elsewhere = tmp_path / "big-disk" / "shards"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "stale.txt").write_text("old")
+    link = tmp_path / "shards"
+    link.symlink_to(elsewhere)
+    write_shards(manifest, link, shard_size=3)
+    assert link.is_symlink() and link.resolve() == elsewhere.resolve()
+    assert len(shard_files(link, "train")) == 3 and not (elsewhere / "stale.txt").exists()

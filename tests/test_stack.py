@@ -1,9 +1,11 @@
-"""The tracking stack (issue 4): SeaweedFS + MLflow server + DVC remote, started by the fixtures.
+"""The tracking stack (issues 4, 13): SeaweedFS + MLflow server + DVC remote, started by the fixtures.
 
 The servers run on random free ports under a temporary folder, so they never collide with a
 user's own stack, and are stopped in the fixtures' teardown even when a test fails. One stack
-serves the whole module; the restart test runs last. The tests against the servers (about 45 s
-together, most of it the pipeline) are marked slow; the rest need no server.
+serves the whole module, started once with no retry (a failed start fails the tests); the
+restart tests run last. The tests against the servers are marked slow; the rest need no server.
+Access control (every port refuses a client without credentials, no secret in `ps` or the logs)
+is checked here too; faults during a run are in test_faults_servers.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ import pytest
 from conftest import ROOT, small_params
 from fakeface import FakefaceError, stack
 from fakeface.stack import mlflow_server
-from fakeface.stack.process import write_state
+from fakeface.stack.process import how_it_ended, spawn, stop, wait_until, write_state
 
 def _has_weed() -> bool:
     try:
@@ -54,14 +55,26 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_stack_ports() -> dict[str, int]:
-    """Random free ports for every service (each SeaweedFS one also needs port + 10000 free)."""
+    """Random free ports for every service (each SeaweedFS one also needs port + 10000 free).
+
+    All below the kernel's ephemeral range: a port there can be taken by any outgoing connection
+    (of this test run, the servers, anything) between choosing it and binding it.
+    """
     rng = random.Random()
     taken: set[int] = set()
     ports: dict[str, int] = {}
+    top = min(_ephemeral_low(), 65536) - stack.GRPC_OFFSET
     for name in ("s3_port", "master_port", "volume_port", "filer_port", "admin_port", "mlflow_port"):
         while True:
-            port = rng.randrange(20000, 55000)
+            port = rng.randrange(10000, top)
             pair = {port, port + stack.GRPC_OFFSET}
             if pair & taken or not all(_port_free(p) for p in pair):
                 continue
@@ -77,9 +90,21 @@ def _no_aws_env(mp: pytest.MonkeyPatch) -> None:
         mp.delenv(name, raising=False)
 
 
-def _get(uri: str, path: str) -> dict:
-    with urllib.request.urlopen(uri + path, timeout=10) as response:
+def _get(cfg: stack.StackConfig, path: str) -> dict:
+    """A GET to the stack's MLflow server, with its login."""
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    request = urllib.request.Request(cfg.tracking_uri + path, headers=login.header())
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def _client_env(mp: pytest.MonkeyPatch, cfg: stack.StackConfig) -> stack.MlflowLogin:
+    """What `eval "$(fakeface stack env)"` gives an MLflow client: the URI and the login."""
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    mp.setenv("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+    for name, value in login.env().items():
+        mp.setenv(name, value)
+    return login
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
@@ -103,19 +128,7 @@ def running_stack(tmp_path_factory):
         _no_aws_env(mp)
         cfg = stack.load_config(root, **free_stack_ports())
         try:
-            # SeaweedFS now and then dies at start-up on a loaded machine (a random port taken
-            # between choosing and binding it, by another test run); fresh ports on a second and
-            # third try tell that from a broken stack, which fails all three.
-            for attempt in range(1, 4):
-                try:
-                    result = stack.up(cfg)
-                    break
-                except stack.StackError as error:
-                    stack.down(cfg)
-                    if attempt == 3:
-                        raise
-                    warnings.warn(f"stack up failed on try {attempt}, retrying on fresh ports: {error}")
-                    cfg = stack.load_config(root, **free_stack_ports())
+            result = stack.up(cfg)  # one try: a start that fails is a failure (issue 13)
             yield cfg, result.credentials, result.seconds
         finally:
             stack.down(cfg)
@@ -150,6 +163,56 @@ def test_credentials_come_from_env_else_are_generated_once(tmp_path, monkeypatch
     _no_aws_env(monkeypatch)
     with pytest.raises(FakefaceError, match="run `fakeface stack up` first"):
         stack.resolve_credentials(tmp_path / "elsewhere", create=False)
+
+
+def test_mlflow_login_is_generated_once_and_private(tmp_path, monkeypatch):
+    from fakeface.stack.mlflow_server import auth_config
+
+    _no_aws_env(monkeypatch)
+    root = tmp_path / ".stack"
+    with pytest.raises(FakefaceError, match="run `fakeface stack up` first"):
+        stack.resolve_mlflow_login(root, create=False)
+    login = stack.resolve_mlflow_login(root)
+    path = stack.mlflow_login_file(root)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stack.resolve_mlflow_login(root, create=False) == login  # generated once, then reused
+    assert login.username == "admin" and len(login.password) >= 32
+    assert login.password not in repr(login) and login.password not in str(login)
+    cfg = stack.load_config(root)
+    lines = stack.env_lines(cfg, stack.resolve_credentials(root), login)
+    assert "export MLFLOW_TRACKING_USERNAME=admin" in lines
+    assert f"export MLFLOW_TRACKING_PASSWORD={login.password}" in lines
+    ini = auth_config(cfg, login)
+    assert f"admin_password = {login.password}" in ini and str(cfg.mlflow_auth_db) in ini
+    path.write_text("{not json")
+    with pytest.raises(FakefaceError, match="unreadable MLflow login file; delete it"):
+        stack.resolve_mlflow_login(root)
+
+
+def test_seaweedfs_tls_material_is_made_once_and_the_ca_key_is_not_kept(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fakeface.stack.seaweedfs import weed_command
+    from fakeface.stack.tls import ensure_certificates, security_toml
+
+    cfg = stack.load_config(tmp_path / ".stack", **free_stack_ports())
+    files = ensure_certificates(cfg)
+    assert sorted(p.name for p in cfg.tls_dir.iterdir()) == ["ca.crt", "node.crt", "node.key"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+    first = {k: p.read_bytes() for k, p in files.items()}
+    assert {k: p.read_bytes() for k, p in ensure_certificates(cfg).items()} == first  # made once
+    ca = x509.load_pem_x509_certificate(first["ca"])
+    cert = x509.load_pem_x509_certificate(first["cert"])
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    toml = security_toml(files)
+    for section in ("[grpc.master]", "[grpc.volume]", "[grpc.filer]", "[grpc.s3]", "[grpc.admin]",
+                    "[grpc.client]", "[https.master]", "[https.volume]", "[https.filer]", "[https.admin]"):
+        assert section in toml
+    assert "enabled = true" in toml and f'ca = "{files["ca"]}"' in toml
+    command = " ".join(weed_command(cfg))
+    assert f"-config_dir={cfg.weed_dir}" in command
+    assert f"-master.port.grpc={cfg.master_port + stack.GRPC_OFFSET}" in command
 
 
 def test_config_rejects_clashing_ports_and_remembers_saved_ones(tmp_path, monkeypatch):
@@ -271,6 +334,55 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
     assert time.monotonic() - t0 < 15
 
 
+# --------------------------------------------------------------------------- start-up (issue 13)
+
+
+def test_spawn_returns_once_the_program_shows_its_command_line(tmp_path):
+    """The silent SeaweedFS exit of issue 13: Popen returns while the kernel is still setting up
+    the new program's arguments, and /proc/<pid>/cmdline reads empty for a moment (2-14 % of
+    starts of the 150 MB weed binary). The ownership check (pid + start time + command line) then
+    took the fresh process for a dead one: "exited during start-up" with an empty log."""
+    if not _has_weed():
+        pytest.skip("SeaweedFS' weed binary is missing")
+    cfg = stack.load_config(tmp_path / ".stack")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    # `weed shell` waits for a master that is not there: the same binary as the stack's, alive
+    # until stopped, and no port of its own.
+    cmd = [stack.weed_binary(), "shell", f"-master=127.0.0.1:{dead}"]
+    env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
+    for attempt in range(40):
+        service = spawn("probe", cmd, env, cfg, marker="shell -master", url="", cwd=tmp_path)
+        try:
+            assert service.process() is not None, f"start {attempt}: taken for dead right after spawn"
+            assert how_it_ended(service) is None
+        finally:
+            assert stop(service, timeout=5) in ("stopped", "killed (did not stop on SIGTERM)")
+
+
+def test_a_failed_start_names_the_log_and_says_what_happened(tmp_path):
+    cfg = stack.load_config(tmp_path / ".stack")
+    code = "import sys, time; print('no luck today', flush=True); time.sleep(0.3); sys.exit(3)"
+    service = spawn("probe", [sys.executable, "-c", code], dict(os.environ), cfg, marker="no luck", url="")
+    with pytest.raises(FakefaceError) as caught:
+        wait_until(lambda: False, service, "Probe server", 30)
+    first = str(caught.value).splitlines()[0]
+    assert first == f"Probe server exited with status 3 during start-up; see its log {service.log}, which ends:"
+    assert "no luck today" in str(caught.value)
+
+    sleeper = spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), cfg,
+                    marker="time.sleep(60)", url="")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(FakefaceError, match=r"^Sleeper did not become healthy within 1 s; see its log "
+                                                 rf"{sleeper.log}"):
+            wait_until(lambda: False, sleeper, "Sleeper", 1)
+        assert time.monotonic() - t0 < 3
+    finally:
+        stop(sleeper, timeout=5)
+
+
 # --------------------------------------------------------------------------- against the stack
 
 
@@ -286,7 +398,10 @@ def test_stack_is_up_healthy_and_on_loopback_only(running_stack):
     assert (cfg.s3_port in {p for _, p in _listening(rows["seaweedfs"].pid)})
     assert (cfg.mlflow_port in {p for _, p in _listening(rows["mlflow"].pid)})
     assert stat.S_IMODE(cfg.root.stat().st_mode) == 0o700
-    assert stat.S_IMODE((cfg.weed_dir / "s3.json").stat().st_mode) == 0o600
+    for secret in (cfg.weed_dir / "s3.json", cfg.weed_dir / "security.toml", cfg.tls_dir / "node.key",
+                   cfg.mlflow_auth_config, cfg.mlflow_auth_db, stack.mlflow_login_file(cfg.root),
+                   stack.credentials_file(cfg.root)):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     # a second `up` finds both running and starts nothing
     again = stack.up(cfg)
     assert again.started == [] and again.already_running == ["mlflow", "seaweedfs"]
@@ -325,9 +440,9 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
 
     cfg, creds, _ = running_stack
     _, shards = synthetic_shards
-    _no_aws_env(monkeypatch)  # the client needs the tracking URI only: no S3 keys, no endpoint
+    _no_aws_env(monkeypatch)  # the client needs the tracking URI and login only: no S3 keys, no endpoint
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+    login = _client_env(monkeypatch, cfg)
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO)
     params = small_params(train={"head_epochs": 1, "fine_tune_epochs": 1}, register={"min_test_auc": 0.0})
@@ -356,18 +471,18 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
     run_id = trained.run_id
 
     # --- the run through the REST API
-    run = _get(cfg.tracking_uri, f"/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+    run = _get(cfg, f"/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
     run_params = {p["key"]: p["value"] for p in run["data"]["params"]}
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert run_params["train.backbone"] == "smallcnn" and run_params["train.optimizer"] == "adam"
     assert {"test_auc", "test_accuracy", "test_fake_f1", "best_val_auc"} <= set(metrics)
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")  # proxied, not s3:// keys
-    listed = _get(cfg.tracking_uri, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluate")
+    listed = _get(cfg, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluate")
     assert "evaluate/roc.png" in {f["path"] for f in listed["files"]}
 
     # --- the registered version with its alias
-    alias = _get(cfg.tracking_uri, "/api/2.0/mlflow/registered-models/alias?"
+    alias = _get(cfg, "/api/2.0/mlflow/registered-models/alias?"
                  f"name={params.register.model_name}&alias=champion")["model_version"]
     assert alias["run_id"] == run_id and alias["version"] == registration.version
     assert "champion" in alias["aliases"] and alias["status"] == "READY"
@@ -387,7 +502,7 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
     assert run_id[:8] in table and table.startswith("| run |")
 
     # --- no credential anywhere: params, tags, model version tags, logs, server logs
-    experiment = _get(cfg.tracking_uri, f"/api/2.0/mlflow/experiments/get?experiment_id={exp_id}")
+    experiment = _get(cfg, f"/api/2.0/mlflow/experiments/get?experiment_id={exp_id}")
     haystacks = {
         "params": json.dumps(run_params), "tags": json.dumps(tags),
         "model version": json.dumps(alias), "experiment": json.dumps(experiment),
@@ -398,6 +513,7 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
     for where, text in haystacks.items():
         assert creds.secret_access_key not in text, where
         assert creds.access_key_id not in text, where
+        assert login.password not in text, where
 
 
 @pytest.mark.slow
@@ -464,10 +580,178 @@ def test_cli_status_and_env(running_stack, capsys, monkeypatch, tmp_path):
     exported = capsys.readouterr().out
     assert f"export MLFLOW_TRACKING_URI={cfg.tracking_uri}" in exported
     assert f"export AWS_SECRET_ACCESS_KEY={creds.secret_access_key}" in exported
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    assert f"export MLFLOW_TRACKING_USERNAME={login.username}" in exported
+    assert f"export MLFLOW_TRACKING_PASSWORD={login.password}" in exported  # token_urlsafe: no quoting
+    assert login.password not in out and "MLflow login" in out
     # a stack folder with nothing running: status says so, with exit status 3
     with pytest.raises(SystemExit) as exited:
         main([*base, "stack", "status", "--dir", str(tmp_path / "none")])
     assert exited.value.code == 3 and "stopped" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- access (issue 13)
+
+
+def _stack_processes(cfg):
+    procs = []
+    for svc in stack.read_state(cfg).values():
+        proc = svc.process()
+        assert proc is not None, svc
+        procs += [proc, *proc.children(recursive=True)]
+    return procs
+
+
+def _plain_http(port: int, path: str = "/", method: str = "GET", headers: dict | None = None):
+    """(status, body start) of a request without credentials, or (None, why) when refused."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(300)
+    except (OSError, http.client.HTTPException) as error:
+        return None, repr(error)
+    finally:
+        conn.close()
+
+
+def _tls_hello(port: int, context) -> str:
+    """'refused: ...' when the TLS handshake (or the first read after it) fails, else 'accepted'."""
+    import ssl
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            conn.recv(16)  # TLS 1.3 reports a missing client certificate here
+            return "accepted"
+    except (ssl.SSLError, OSError) as error:
+        return f"refused: {error}"
+
+
+@pytest.mark.slow
+def test_every_listening_port_refuses_a_client_without_credentials(running_stack):
+    """An unauthenticated request to every TCP port the stack's processes listen on (psutil), and
+    what each does with it:
+
+    * MLflow: HTTP 401 on the REST API, the artifact proxy and the UI (only /health answers);
+    * S3: HTTP 403 for unsigned requests (AWS signatures with the stack's keys);
+    * SeaweedFS' master, volume, filer and admin HTTP ports and all gRPC ports: mutual TLS. Plain
+      HTTP gets no data (a 400 "HTTP request to an HTTPS server", or the connection closed for
+      gRPC), TLS without the stack's client certificate fails the handshake. With the
+      certificate the same handshake succeeds: the port is alive and it is the missing
+      certificate that is refused.
+    """
+    import ssl
+
+    from fakeface.stack.tls import client_context
+
+    cfg, creds, _ = running_stack
+    listening = {port for proc in _stack_processes(cfg) for _, port in _listening(proc.pid)}
+    assert listening == set(cfg.ports().values()), "the stack opens exactly the ports it declares"
+
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    for path in ("/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/runs/search",
+                 "/api/2.0/mlflow-artifacts/artifacts", "/api/2.0/mlflow/users/get?username=admin", "/"):
+        status, _ = _plain_http(cfg.mlflow_port, path)
+        assert status == 401, (path, status)
+    wrong = stack.MlflowLogin(login.username, "not-the-password")
+    assert _plain_http(cfg.mlflow_port, "/api/2.0/mlflow/experiments/search?max_results=1",
+                       headers=wrong.header())[0] == 401
+    assert _plain_http(cfg.mlflow_port, "/api/2.0/mlflow/experiments/search?max_results=1",
+                       headers=login.header())[0] == 200
+    assert _plain_http(cfg.mlflow_port, "/health")[0] == 200  # the one open path: no data in it
+
+    for method, path in (("GET", "/"), ("GET", f"/{cfg.bucket}"), ("GET", f"/{cfg.bucket}/x"),
+                         ("PUT", f"/{cfg.bucket}/intruder.txt"), ("GET", "/?Action=ListUsers")):
+        status, body = _plain_http(cfg.s3_port, path, method)
+        assert status == 403, (method, path, status, body)
+
+    no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    no_cert.check_hostname, no_cert.verify_mode = False, ssl.CERT_NONE
+    with_cert = client_context(cfg)
+    for name, port in cfg.ports().items():
+        if name in ("mlflow", "s3"):
+            continue
+        status, body = _plain_http(port)
+        assert status is None or (status == 400 and b"HTTPS server" in body), (name, port, status, body)
+        assert _tls_hello(port, no_cert).startswith("refused"), (name, port)
+        assert _tls_hello(port, with_cert) == "accepted", (name, port)
+
+
+@pytest.mark.slow
+def test_local_sockets_are_the_owners_alone(running_stack):
+    """weed also serves on Unix sockets (gRPC in /tmp, S3 and filer in .stack): not for others."""
+    import psutil
+
+    cfg, _, _ = running_stack
+    sockets = [c.laddr for proc in _stack_processes(cfg) for c in proc.net_connections(kind="unix")
+               if c.laddr and c.status == psutil.CONN_NONE and Path(c.laddr).exists()]
+    assert sockets
+    for path in sockets:
+        assert stat.S_IMODE(Path(path).stat().st_mode) & 0o077 == 0, path
+        assert Path(path).stat().st_uid == os.getuid(), path
+
+
+@pytest.mark.slow
+def test_the_mlflow_login_reaches_clients_through_the_environment_only(running_stack, monkeypatch):
+    cfg, _, _ = running_stack
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(FakefaceError, match=r"requires a login: set MLFLOW_TRACKING_USERNAME .*stack env"):
+        stack.check_tracking_server(cfg.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "guessed-password")
+    with pytest.raises(FakefaceError, match=r"rejected the login of user 'admin' \(HTTP 401\)") as caught:
+        stack.check_tracking_server(cfg.tracking_uri)
+    assert "guessed" not in str(caught.value)
+    login = _client_env(monkeypatch, cfg)
+    stack.check_tracking_server(cfg.tracking_uri)
+    assert login.password not in repr(login) and login.password not in str(login)
+
+
+@pytest.mark.slow
+def test_no_secret_in_process_arguments_or_logs(running_stack):
+    """`ps` shows every user each process' command line: no key, password or secret in any of the
+    stack's (nor in its logs, which a bug report may quote)."""
+    cfg, creds, _ = running_stack
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    server_secret = json.loads(stack.mlflow_login_file(cfg.root).read_text())["server_secret"]
+    tls_key = "".join((cfg.tls_dir / "node.key").read_text().splitlines()[1:-1])
+    secrets = {"S3 secret key": creds.secret_access_key, "S3 key id": creds.access_key_id,
+               "MLflow password": login.password, "MLflow server secret": server_secret,
+               "TLS key": tls_key}
+    for proc in _stack_processes(cfg):
+        cmdline = " ".join(proc.cmdline())
+        for what, value in secrets.items():
+            assert value not in cmdline, f"{what} in the command line of pid {proc.pid}: visible in ps"
+    logs = [p for p in cfg.log_dir.rglob("*") if p.is_file()]
+    assert logs
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for what, value in secrets.items():
+            assert value not in text, f"{what} in {path}"
+
+
+@pytest.mark.slow
+def test_seaweedfs_starts_and_stops_20_times_in_a_row(running_stack):
+    """Issue 13: `stack up` failed 1 start in 10. Stop SeaweedFS the way `down` does and `up` again,
+    20 times, same ports (freed in time), no retry: every start is healthy. (The MLflow server
+    stays up: the starts that failed were SeaweedFS', and one of its starts costs 1-2 s where
+    one of the MLflow server's costs 10-20 s.)"""
+    cfg, creds, _ = running_stack
+    t0 = time.monotonic()
+    for attempt in range(20):
+        outcome = stop(stack.read_state(cfg)["seaweedfs"])
+        assert outcome == "stopped", (attempt, outcome)
+        result = stack.up(cfg)
+        assert result.started == ["seaweedfs"] and result.already_running == ["mlflow"], attempt
+        stack.check_s3(cfg.s3_endpoint, creds, cfg.bucket)
+    elapsed = time.monotonic() - t0
+    print(f"20 SeaweedFS stop + start cycles in {elapsed:.1f} s")
+    assert elapsed < 20 * 15
 
 
 @pytest.mark.slow
@@ -482,7 +766,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
     base = ["--params", str(ROOT / "params.yaml")]
     s3 = stack.s3_client(cfg.s3_endpoint, creds)
     s3.put_object(Bucket=cfg.bucket, Key="restart/probe.txt", Body=b"still here")
-    experiments = _get(cfg.tracking_uri, "/api/2.0/mlflow/experiments/search?max_results=100")
+    experiments = _get(cfg, "/api/2.0/mlflow/experiments/search?max_results=100")
     pids = [row.pid for row in stack.status(cfg)]
 
     assert main([*base, "stack", "down", "--dir", str(cfg.root)]) == 0
@@ -500,7 +784,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
     assert all(row.healthy for row in rows) and not {row.pid for row in rows} & set(pids)
     body = stack.s3_client(cfg.s3_endpoint, creds).get_object(Bucket=cfg.bucket, Key="restart/probe.txt")
     assert body["Body"].read() == b"still here"
-    assert _get(cfg.tracking_uri, "/api/2.0/mlflow/experiments/search?max_results=100") == experiments
+    assert _get(cfg, "/api/2.0/mlflow/experiments/search?max_results=100") == experiments
 
 
 def test_postgres_urls_name_an_installed_driver(monkeypatch):
@@ -531,7 +815,7 @@ def test_stack_with_a_postgres_backend(tmp_path, monkeypatch):
         mlflow_pid = stack.read_state(cfg)["mlflow"].pid
         password = url.split("@")[0].rsplit(":", 1)[-1]
         assert password not in " ".join(psutil.Process(mlflow_pid).cmdline())  # not visible in ps
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+        _client_env(monkeypatch, cfg)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_experiment("pg-test")
         with mlflow.start_run() as run:

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def run(params: Params, paths: AugmentPaths) -> dict:
-    """Write the shards and ``index.json`` under ``paths.shards``; returns the index."""
+    """Write the shards and ``index.json`` under ``paths.shards``; returns the index.
+
+    The folder is replaced only when complete (:func:`fakeface.shards.write_shards`): a killed or
+    failed run, a full disk included, leaves the previous shards or none, never part of a set.
+    """
     shard_size = params.augment.shard_size
     index = write_shards(read_manifest(paths.manifest), Path(paths.shards), shard_size)
     splits = [f"{split} {entry['n']} ({len(entry['shards'])} shards)" for split, entry in index.items()]

@@ -263,6 +263,22 @@ def _clip(image: tf.Tensor) -> tf.Tensor:
 OPS.check_complete()  # every registered augmentation has its op, or this module fails to import
 
 
+def _apply(name: str, image: tf.Tensor, seed: tf.Tensor, section) -> tf.Tensor:
+    """One augmentation with its own seed; one with ``probability`` below 1 applies to that share
+    of the images, decided by a coin drawn from a seed folded out of its own (so the op's draw
+    itself, and every other augmentation's, is the same as at probability 1)."""
+    spec = get_augmentation(name)
+
+    def apply() -> tf.Tensor:
+        return _clip(OPS.get(name)(image, seed, **spec.kwargs(section)))
+
+    probability = getattr(section, "probability", 1.0)
+    if probability >= 1.0:
+        return apply()
+    coin = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1)) < probability
+    return tf.cond(coin, apply, lambda: image)
+
+
 def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """Apply the enabled augmentations of ``cfg`` in registry order.
 
@@ -278,8 +294,7 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
     static_shape = image.shape  # e.g. [224, 224, 3] from decode_image; resizes lose it
     seeds = augmentation_seeds(seed)
     for name in enabled:
-        spec = get_augmentation(name)
-        image = _clip(OPS.get(name)(image, seeds[name], **spec.kwargs(getattr(cfg, name))))
+        image = _apply(name, image, seeds[name], getattr(cfg, name))
     # Keep the static shape for the traced graph, so batches keep a known [.., H, W, 3] spec.
     image.set_shape(static_shape)
     return image

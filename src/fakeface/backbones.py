@@ -110,6 +110,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("mobilenetv3small", _application("MobileNetV3Small", include_preprocessing=True), 224, 32, "raw"),
         BackboneSpec("mobilenetv3large", _application("MobileNetV3Large", include_preprocessing=True), 224, 32, "raw"),
         BackboneSpec("efficientnetv2b0", _application("EfficientNetV2B0", include_preprocessing=True), 224, 32, "raw"),
+        # The best published setup on the 140k set (99.06% test accuracy, Informatica 47(7), 2023);
+        # Keras' EfficientNet (v1) rescales and normalises inside itself.
+        BackboneSpec("efficientnetb0", _application("EfficientNetB0"), 224, 32, "raw"),
         BackboneSpec("smallcnn", _small_cnn, 64, 16, "unit", has_imagenet=False),
     )
 }

@@ -54,6 +54,37 @@ def add_stage_command(sub: argparse._SubParsersAction, stage: Stage) -> argparse
     return p
 
 
+def _add_external_options(p: argparse.ArgumentParser) -> None:
+    """``fakeface evaluate --external [NAME=]SOURCE``: score a model (any --model: a file or an
+    MLflow URI) on labelled sets from elsewhere, instead of running the stage."""
+    stage_handler = p.get_default("handler")
+    p.add_argument("--external", action="append", default=[], metavar="[NAME=]SOURCE",
+                   help="score --model (a .keras file, runs:/..., models:/name@alias) on this labelled set "
+                        "(any layout ingest reads) instead of running the stage; repeatable")
+    p.add_argument("--external-out", default="reports/external", help="where external.json/.md go (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None, help="with --external: the cut (default: the model's)")
+
+    def handler(args: argparse.Namespace, params: Params) -> None:
+        if not args.external:
+            stage_handler(args, params)
+            return
+        from fakeface.external import evaluate_external, parse_external
+
+        preload_tensorflow(args.log_level)
+        defaults = get_stage("evaluate").paths()
+        # Without --model, the evaluated detector (it carries its threshold), not train's raw model.
+        model = str(defaults.detector) if args.model == str(defaults.model) else args.model
+        results = evaluate_external(model, parse_external(args.external), params.evaluate,
+                                    Path(args.external_out), threshold=args.threshold, seed=params.seed,
+                                    max_pixels=params.data.max_pixels)
+        for name, result in results.items():
+            sys.stdout.write(f"{name}: AUC {result['auc']:.4f}, accuracy {result['accuracy']:.4f} at "
+                             f"{result['threshold']:.4f}, real flagged fake {100 * result['false_positive_rate']:.1f}%, "
+                             f"{result['kept']}/{result['seen']} files scored\n")
+
+    p.set_defaults(handler=handler, params_optional=True)
+
+
 def _predict(args: argparse.Namespace, params: Params) -> None:
     from fakeface.predict import predict
 
@@ -88,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     for name in list_stages():
-        add_stage_command(sub, get_stage(name))
+        stage_parser = add_stage_command(sub, get_stage(name))
+        if name == "evaluate":
+            _add_external_options(stage_parser)
 
     p = command("predict", _predict, "score image files with a trained model: p(fake) and a real/fake label")
     p.set_defaults(params_optional=True, uses_tensorflow=True)
@@ -100,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files, folders (searched recursively) or @LIST (a file with one path a line)")
     p.add_argument("--list", action="append", default=[], metavar="FILE", help="a file with one path a line")
-    p.add_argument("--model", default="models/model.keras",
+    p.add_argument("--model", default="models/detector.keras",
                    help="a .keras file, runs:/<run_id>/model or models:/<name>@<alias> (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="p(fake) cut (default: the model's MLflow metadata fakeface.threshold, else 0.5)")
+                   help="p(fake) cut (default: the threshold stored with the model, else 0.5)")
     p.add_argument("--out", default="-", help="results.csv or results.json; - prints CSV (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default: evaluate.batch_size")
     p.add_argument("--explain", metavar="DIR", default=None, help="write integrated-gradients heatmaps here")
@@ -119,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ablate_commands(sub).set_defaults(uses_tensorflow=True)
 
+    from fakeface.recipes import add_recipe_commands  # named parameter profiles
+
+    add_recipe_commands(sub)
+
     from fakeface.pipeline_cli import add_pipeline_commands  # Kubeflow: compile, submit, run-local
 
     add_pipeline_commands(sub)
@@ -126,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fakeface.stack_cli import add_stack_commands  # local MLflow server + S3 store; `runs`
 
     add_stack_commands(sub)
+
+    from fakeface.serve_cli import add_serve_commands  # serve, deploy kserve: the image-in model
+
+    add_serve_commands(sub)
     return parser
 
 

@@ -1,30 +1,120 @@
-"""The training input pipeline: shards -> decoded, resized, augmented batches.
+"""The training input pipeline: shards -> decoded, resized, augmented batches, at the decode limit.
 
-Reads the augment stage's TFRecord shards (a few large files instead of 140k small ones), decodes
-and resizes in parallel, applies the configured augmentations on the fly with stateless ops, and
-prefetches. Everything is deterministic for a given seed: the shuffle is seeded, and each image's
-augmentation seed comes from a seeded random stream that is zipped with the examples, so the same
-seed gives the same batches in every epoch of every run (and a different draw per epoch).
+Reads the augment stage's TFRecord shards (a few large files instead of 140k small ones). A GPU
+node has few CPU cores for the images a GPU can take, so the pipeline does as little per image as
+it can beyond the JPEG decode that no pipeline avoids:
+
+* one fused map per image: parse, decode to **uint8** (resized only when the image is not already
+  the input size), and the augmentations that need no arithmetic (flip) on the uint8 pixels;
+* batch, then convert the whole batch to float32 at once (per image it moved four times the bytes
+  through every later step); augmentations that compute (crop, blur, JPEG, ...) run per image in
+  float32 on the CPU, or on the device inside the training step (``train.augment_on``);
+* an optional cache of the decoded uint8 images (``train.cache``: ``memory`` or ``disk``), so
+  epochs after the first skip decoding altogether.
+
+Deterministic for a given seed: the shuffle is seeded, and each image's augmentation seed comes
+from a seeded random stream zipped with the examples, so the same seed gives the same batches in
+every run (and a different draw per epoch). The shuffle permutes the same number of elements with
+the same buffer and seed whether it runs on the encoded records (no cache) or on the cached
+decoded images, so caching changes the speed, not the batches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
 
-from fakeface.augmentations import build_augmenter
+from fakeface import FakefaceError
+from fakeface.augmentations import OPS, augmentation_seeds, build_augmenter
 from fakeface.config import AugmentConfig
-from fakeface.shards import INDEX_NAME, decode_image, parse_example, read_index, shard_files
+from fakeface.shards import INDEX_NAME, parse_example, read_index, shard_files
+
+log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
+#: Augmentations that only move pixels: exact on uint8, so they run before the float conversion.
+UINT8_AUGMENTATIONS = frozenset({"flip"})
+#: The memory cache may take at most this share of the memory available when training starts.
+MEMORY_CACHE_SHARE = 0.5
+
+
+class CacheError(FakefaceError):
+    """A cache that cannot be used as asked (it would not fit in memory)."""
 
 
 def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
     return options
+
+
+def decode_uint8(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded bytes to uint8 ``[image_size, image_size, 3]``.
+
+    Any format TensorFlow decodes and any channel count become RGB. Resizing (bilinear, with
+    antialiasing: downscaling without it aliases the high frequencies a fake detector looks at) is
+    skipped when the image already has the input size, so decoded pixels reach the model untouched;
+    a resized image is rounded back to uint8 (at most half a grey level from the float result).
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+
+    def resized() -> tf.Tensor:
+        scaled = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], method="bilinear", antialias=True)
+        return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
+
+    image = tf.cond(same, lambda: image, resized)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def split_augmentations(augment: AugmentConfig | None) -> tuple[AugmentConfig | None, AugmentConfig | None]:
+    """The enabled augmentations split into those exact on uint8 pixels (run in the per-image
+    decode map) and the rest (run per image in float32): ``(uint8 part, float part)``, either
+    None when empty. Each keeps its own seed, so the split changes no draw."""
+    if augment is None or not augment.enabled():
+        return None, None
+    enabled = augment.enabled()
+
+    def keep(names: set[str]) -> AugmentConfig | None:
+        if not names:
+            return None
+        update = {name: getattr(augment, name).model_copy(update={"enabled": name in names}) for name in enabled}
+        return augment.model_copy(update=update)
+
+    return keep(set(enabled) & UINT8_AUGMENTATIONS), keep(set(enabled) - UINT8_AUGMENTATIONS)
+
+
+def cache_key(shards_dir: Path, splits: Sequence[str], image_size: int) -> str:
+    """What identifies a decoded cache: the shards' digests, the splits and the image size."""
+    index = read_index(shards_dir)
+    payload = {"digests": [index[s].get("digest") for s in splits], "splits": list(splits), "size": image_size}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def decoded_bytes(shards_dir: Path, splits: Sequence[str], image_size: int) -> int:
+    """Bytes the decoded uint8 images of ``splits`` take (what a cache holds)."""
+    index = read_index(shards_dir)
+    return sum(int(index[s]["n"]) for s in splits) * image_size * image_size * 3
+
+
+def check_memory_cache(shards_dir: Path, splits: Sequence[str], image_size: int) -> int:
+    """Refuse a memory cache that would not fit; returns its size in bytes (logged before use)."""
+    import psutil
+
+    need = decoded_bytes(shards_dir, splits, image_size)
+    available = psutil.virtual_memory().available
+    if need > MEMORY_CACHE_SHARE * available:
+        raise CacheError(
+            f"train.cache=memory needs {need / 2**30:.1f} GiB for {image_size} px images, more than "
+            f"{MEMORY_CACHE_SHARE:.0%} of the {available / 2**30:.1f} GiB available: use train.cache=disk"
+        )
+    return need
 
 
 def make_dataset(
@@ -39,49 +129,94 @@ def make_dataset(
     shuffle_buffer: int = 2048,
     one_hot: bool = False,
     with_ids: bool = False,
+    cache: str = "none",
+    cache_dir: str | Path | None = None,
+    with_seeds: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` (or ``(images, labels, paths)`` with ``with_ids``).
+    """Batches of ``(images, labels)`` (``(images, labels, paths)`` with ``with_ids``).
 
     ``images`` are float32 RGB in 0..255 (the model scales them itself); ``labels`` are float32
     ``[batch, 1]`` for a sigmoid head, or one-hot ``[batch, 2]`` for a softmax head. Shuffling and
     augmentation happen only when ``training`` is true; evaluation reads in manifest order.
     ``split`` may name several splits (``("train", "valid")``): their shards are read together.
+
+    ``cache``: ``none`` (decode every epoch), ``memory`` (refused when it would not fit) or
+    ``disk`` (files under ``cache_dir``, named by the data, splits and size, so a change of either
+    never reads a stale cache). ``with_seeds`` (training on the device): the float augmentations
+    are not applied here; batches carry each image's ``[2]`` seed as ``(images, labels, seeds)``
+    for the training step to apply them (:class:`fakeface.model.DeviceAugmentation`).
     """
+    shards_dir = Path(shards_dir)
     splits = [split] if isinstance(split, str) else list(split)
-    files = [f for name in splits for f in shard_files(Path(shards_dir), name)]
+    files = [f for name in splits for f in shard_files(shards_dir, name)]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) or None)
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    uint8_part, float_part = split_augmentations(augment if training else None)
+    cached = cache != "none"
 
-    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def decode(serialized: tf.Tensor):
         example = parse_example(serialized)
-        image = decode_image(example["image"], image_size)
-        return image, example["label"], example["path"]
+        return decode_uint8(example["image"], image_size), example["label"], example["path"]
 
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    if cached:
+        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.cache(_cache_file(shards_dir, splits, image_size, cache, cache_dir))
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
 
-    augmenter = build_augmenter(augment) if (training and augment is not None) else None
-    if augmenter is not None:
+    if training and (uint8_part or float_part):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda item, pair: (augmenter(item[0], pair), item[1], item[2]),
-            num_parallel_calls=AUTOTUNE,
-        )
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+        on_host = float_part is not None and not with_seeds
+        float_augmenter = build_augmenter(float_part) if on_host else None
 
-    def to_targets(image: tf.Tensor, label: tf.Tensor, path: tf.Tensor):
-        target = (
-            tf.one_hot(label, 2, dtype=tf.float32)
-            if one_hot
-            else tf.cast(tf.reshape(label, [1]), tf.float32)
-        )
-        return (image, target, path) if with_ids else (image, target)
+        def augment_one(item, pair):
+            image, label, path = item
+            if uint8_part is not None:  # pixel moves, exact on uint8: no float conversion per image
+                seeds = augmentation_seeds(pair)
+                for name in uint8_part.enabled():
+                    image = OPS.get(name)(image, seeds[name])
+            if float_augmenter is not None:
+                image = float_augmenter(tf.cast(image, tf.float32), pair)
+            return image, label, path, pair
 
-    dataset = dataset.map(to_targets, num_parallel_calls=AUTOTUNE).batch(batch_size)
+        dataset = dataset.map(augment_one, num_parallel_calls=AUTOTUNE)
+    else:
+        def no_seed(image, label, path):
+            return image, label, path, tf.zeros([2], tf.int64)
+
+        dataset = dataset.map(no_seed)
+
+    def to_batch(images, labels, paths, pairs):
+        images = tf.cast(images, tf.float32)  # one conversion per batch (a no-op after float augmentations)
+        targets = tf.one_hot(labels, 2, dtype=tf.float32) if one_hot else tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
+        if with_ids:
+            return images, targets, paths
+        return (images, targets, pairs) if with_seeds else (images, targets)
+
+    dataset = dataset.batch(batch_size).map(to_batch, num_parallel_calls=AUTOTUNE)
     # TFRecord files do not tell tf.data how many records they hold; the index does. Knowing the
     # number of batches lets Keras size its epochs (a progress bar with an end) instead of running
     # into the end of the data and warning "Your input ran out of data" every epoch.
-    index = read_index(Path(shards_dir)) if (Path(shards_dir) / INDEX_NAME).is_file() else None
-    if index is not None:
+    if (shards_dir / INDEX_NAME).is_file():
+        index = read_index(shards_dir)
         images = sum(int(index[name]["n"]) for name in splits)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-images // batch_size)))
     return dataset.prefetch(AUTOTUNE).with_options(_options())
+
+
+def _cache_file(shards_dir: Path, splits: Sequence[str], image_size: int, cache: str, cache_dir: str | Path | None) -> str:
+    need = decoded_bytes(shards_dir, splits, image_size)
+    if cache == "memory":
+        check_memory_cache(shards_dir, splits, image_size)
+        log.info("caching %.2f GiB of decoded %d px images in memory", need / 2**30, image_size)
+        return ""
+    if cache != "disk":
+        raise CacheError(f"train.cache must be none, memory or disk, got {cache!r}")
+    folder = Path(cache_dir or ".cache") / f"decoded-{cache_key(shards_dir, splits, image_size)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("caching %.2f GiB of decoded %d px images on disk in %s", need / 2**30, image_size, folder)
+    return str(folder / "images")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,77 +31,12 @@ from sklearn import metrics as skm
 
 from fakeface import CLASS_NAMES
 from fakeface.config import EvaluateConfig, Params
+from fakeface.contract import MIN_RELIABLE_PER_CLASS, make_contract, write_model_with_contract
+from fakeface.external import flat_metrics, report_markdown, score_sets
+from fakeface.metrics import Predictions, classification_table, compute_metrics, predict_split
 from fakeface.stage_paths import EvaluatePaths
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Predictions:
-    paths: list[str]
-    labels: np.ndarray  # 0 real, 1 fake
-    p_fake: np.ndarray
-
-
-def predict_split(model: Any, shards_dir: str | Path, split: str, batch_size: int) -> Predictions:
-    """p(fake) for every image of a split, in shard order, batched."""
-    from fakeface.data import make_dataset
-    from fakeface.logs import progress
-    from fakeface.model import probabilities_of_fake
-    from fakeface.shards import read_index
-
-    size = int(model.input_shape[1])
-    dataset = make_dataset(shards_dir, split, size, batch_size, with_ids=True)
-    total = -(-int(read_index(Path(shards_dir))[split]["n"]) // batch_size)
-    paths: list[str] = []
-    labels: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
-    for images, targets, ids in progress(dataset, desc=f"predict {split}", total=total, unit="batch"):
-        probs.append(probabilities_of_fake(model.predict_on_batch(images)))
-        labels.append(targets.numpy().reshape(-1).astype(int))
-        paths.extend(p.decode() for p in ids.numpy())
-    return Predictions(paths, np.concatenate(labels), np.concatenate(probs))
-
-
-def compute_metrics(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Accuracy, confusion matrix, per-class precision/recall/F1/support, ROC AUC and AP."""
-    if len(np.unique(labels)) < 2:
-        raise ValueError("the test split holds a single class: AUC and per-class metrics are undefined")
-    predicted = (p_fake >= threshold).astype(int)
-    report = skm.classification_report(
-        labels, predicted, labels=[0, 1], target_names=list(CLASS_NAMES), output_dict=True, zero_division=0
-    )
-    tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
-    result: dict[str, Any] = {
-        "n": int(len(labels)),
-        "threshold": float(threshold),
-        "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "auc": float(skm.roc_auc_score(labels, p_fake)),
-        "average_precision": float(skm.average_precision_score(labels, p_fake)),
-        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
-    }
-    for name in CLASS_NAMES:
-        result[name] = {k: float(report[name][k]) for k in ("precision", "recall", "f1-score")}
-        result[name]["support"] = int(report[name]["support"])
-    return result
-
-
-def classification_table(result: dict[str, Any]) -> str:
-    """The seed project's table: per-class precision, recall, F1, support, then accuracy."""
-    lines = [
-        "| class | precision | recall | f1-score | support |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in CLASS_NAMES:
-        row = result[name]
-        lines.append(
-            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | {row['support']} |"
-        )
-    lines.append(f"| **accuracy** | | | {result['accuracy']:.4f} | {result['n']} |")
-    lines.append("")
-    lines.append(f"ROC AUC {result['auc']:.4f} · average precision {result['average_precision']:.4f}"
-                 f" · threshold {result['threshold']:g}")
-    return "\n".join(lines) + "\n"
 
 
 def write_plot_data(labels: np.ndarray, p_fake: np.ndarray, threshold: float, plots_dir: Path) -> None:
@@ -203,6 +137,19 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
     result = compute_metrics(preds.labels, preds.p_fake, threshold)
     result["threshold_0_5"] = compute_metrics(preds.labels, preds.p_fake, 0.5)
     result["threshold_selection"] = choice.as_dict()
+    if cfg.threshold_method != "fixed":
+        result["threshold_selection"]["counts"] = {
+            name: int((valid.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)
+        }
+    contract = make_contract(int(model.input_shape[1]), threshold, result["threshold_selection"])
+    result["threshold_reliable"] = contract["threshold_reliable"]
+    if not contract["threshold_reliable"]:
+        log.warning(
+            "the threshold %.4f was chosen on %s valid images per class, fewer than %d: treat it as a "
+            "rough guess (more validation data, or evaluate.threshold_method: fixed)",
+            threshold, result["threshold_selection"]["counts"], MIN_RELIABLE_PER_CLASS,
+        )
+    write_model_with_contract(paths.model, paths.detector, contract)
     result["calibration"] = calibration.calibration_summary(preds.labels, preds.p_fake, cfg.calibration_bins)
 
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +200,12 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
 
     explanation = explain_test_images(model, cfg, shards_dir, preds, threshold, explain_dir)
     lap("explain")
+
+    external = score_sets(model, threshold, cfg.external, cfg, seed=params.seed, max_pixels=params.data.max_pixels)
+    Path(paths.external_metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.external_metrics).write_text(json.dumps(external, indent=2) + "\n")
+    (reports_dir / "external.md").write_text(report_markdown(external))
+    lap("external")
     log.info("evaluate timings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
     if track:
@@ -261,10 +214,12 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
         from fakeface import tracking
 
         with tracking.resume_run(paths.run_info, params.tracking.experiment):
-            mlflow.log_metrics(run_metrics(result, table, explanation))
+            mlflow.log_metrics({**run_metrics(result, table, explanation), **flat_metrics(external)})
+            mlflow.set_tag("fakeface.threshold_reliable", str(result["threshold_reliable"]).lower())
             tracking.log_stage_settings("evaluate", stage_settings(cfg))
             artifacts = [*figures, report, reports_dir / "slices.md", reports_dir / "robustness.png",
-                         metrics_path, slices_path, *robustness_files]
+                         reports_dir / "external.md", metrics_path, slices_path, Path(paths.external_metrics),
+                         *robustness_files]
             for path in dict.fromkeys(artifacts):
                 mlflow.log_artifact(str(path), "evaluate")
             mlflow.log_artifacts(str(plots_dir), "evaluate/plot_data")
@@ -281,6 +236,10 @@ def evaluation_report(result: dict[str, Any]) -> str:
         else f"{choice['method']} on the {choice['split']} split ({choice['objective']} {choice['objective_value']:.4f})"
     )
     calib = result["calibration"]
+    if not result.get("threshold_reliable", True):
+        counts = ", ".join(f"{k} {v}" for k, v in choice.get("counts", {}).items())
+        how += (f"\n\n**Unreliable threshold**: chosen on {counts} validation images, fewer than "
+                f"{MIN_RELIABLE_PER_CLASS} per class; it may sit far from where a larger sample would put it.")
     return (
         f"## Test split at the chosen threshold {result['threshold']:.4f}\n\nChosen by {how}.\n\n"
         + classification_table(result)

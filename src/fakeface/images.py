@@ -15,6 +15,7 @@ before any decoding, and maps PIL's own ``DecompressionBombError`` to ``too_larg
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -207,5 +208,7 @@ def normalize_image(source: str | Path, destination: str | Path) -> Problem | No
         os.replace(temporary, destination)
     except Exception as error:  # the file changed since inspection, or a decoder error
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk says nothing about this image: the stage stops with a clear error
         return Problem("corrupt", f"normalisation failed: {_error_text(error)}")
     return None

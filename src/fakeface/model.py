@@ -8,7 +8,9 @@ statistics were learnt on millions of images; a small batch of faces would wreck
 
 from __future__ import annotations
 
+import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,17 +105,66 @@ def probabilities_of_fake(predictions: Any) -> Any:
 
 
 class ModelFileError(FakefaceError):
-    """A model file that cannot be loaded as a Keras model."""
+    """A model file that cannot be loaded as a Keras model, or that carries code."""
+
+
+#: The most bytes of a ``.keras`` file's ``config.json`` read to look for code (a real one is KBs).
+_CONFIG_LIMIT = 64 << 20
+
+
+def _code_in(path: Path) -> str | None:
+    """What code a ``.keras`` file carries in its ``config.json`` (a ``Lambda`` layer, a Python
+    lambda anywhere), read as JSON without running anything; None when none is seen (or the file
+    is not a ``.keras`` zip: then Keras' safe mode alone decides)."""
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            info = bundle.getinfo("config.json")
+            if info.file_size > _CONFIG_LIMIT:
+                return None
+            config = json.loads(bundle.read(info))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
+        return None
+    todo = [config]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                return "a Lambda layer"
+            if node.get("class_name") == "__lambda__":
+                return "a Python lambda"
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return None
+
+
+def _refusal(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(
+        f"{path} contains code ({what}); refusing to run it: a model file is data, and loading one "
+        "must not execute what it brings. Rebuild the model without Lambda layers (the fakeface "
+        "classifier has none), or load it yourself with safe_mode=False only if you trust its source"
+    )
 
 
 def load_model_file(path: str | Path) -> keras.Model:
     """A saved ``.keras`` model, uncompiled (evaluate, register and predict only run it).
 
-    Anything that is not a loadable Keras model (a truncated download, a wrong file) is one clear
-    error naming the file, not a traceback from deep inside Keras.
+    Loaded in Keras' safe mode (``safe_mode=True``, explicitly, whatever the process's global
+    setting): a file carrying code (a ``Lambda`` layer with a Python function) is refused with one
+    clear line and its code is never executed; the config is also scanned for such layers first,
+    so the message names them. Anything else that is not a loadable Keras model (a truncated
+    download, a wrong file) is one clear error naming the file, not a traceback from deep inside
+    Keras.
     """
     path = Path(path)
+    if (what := _code_in(path)) is not None:
+        raise _refusal(path, what)
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
-        raise ModelFileError(f"cannot load model {path}: {type(error).__name__}: {error}") from None
+        text = str(error)
+        if "safe_mode" in text or "arbitrary code execution" in text:
+            what = "a Lambda layer" if "Lambda" in text else text.split(". ")[0]
+            raise _refusal(path, what) from None
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        raise ModelFileError(f"cannot load model {path}: {type(error).__name__}: {first}") from None

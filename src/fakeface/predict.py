@@ -15,6 +15,11 @@ JPEG's bytes go to :func:`fakeface.shards.decode_image` as in training, and any 
 converted to 8-bit RGB as ingest normalises it (:func:`fakeface.images.to_rgb`) and resized the
 same way (bilinear, antialiased, skipped at the model's size). A file that fails any step gets a
 row with its error and no score; it never stops the batch.
+
+Encoded bytes without a file (the images posted to the served model, :mod:`fakeface.serving`)
+take the same road through :func:`decode_bytes`: the same content checks on the bytes
+(:func:`inspect_bytes`), then the same decoding (:func:`to_model_input_from_bytes`, which
+:func:`load_input` calls too), so a served score is ``predict``'s score for the same file.
 """
 
 from __future__ import annotations
@@ -105,9 +110,18 @@ def load_model(spec: str, threshold: float | None = None) -> LoadedModel:
         except mlflow.exceptions.MlflowException as error:
             raise FakefaceError(f"cannot load model {spec}: {error.message}") from None
     elif path.is_file():
+        from fakeface.contract import read_contract
         from fakeface.model import load_model_file
 
         model = load_model_file(path)
+        contract = read_contract(path)
+        metadata = {"fakeface": contract} if contract else None
+        if contract is None and threshold is None:
+            log.warning(
+                "%s carries no threshold (a model as train wrote it): cutting at %.2f; the detector "
+                "evaluate writes (models/detector.keras) carries the one chosen on the valid split",
+                spec, DEFAULT_THRESHOLD,
+            )
     else:
         raise FakefaceError(
             f"model {spec!r} not found: give a .keras file, runs:/<run_id>/model or models:/<name>@<alias>"
@@ -115,7 +129,7 @@ def load_model(spec: str, threshold: float | None = None) -> LoadedModel:
     if threshold is not None:
         chosen, source = float(threshold), "argument"
     elif (stored := _metadata_threshold(metadata)) is not None:
-        chosen, source = stored, "model metadata"
+        chosen, source = stored, "stored with the model"
     else:
         chosen, source = DEFAULT_THRESHOLD, "default"
     shape = model.input_shape
@@ -160,28 +174,94 @@ def expand_inputs(items: Iterable[str], list_files: Iterable[str] = ()) -> list[
     return list(dict.fromkeys(paths))
 
 
-def load_input(path: str | Path, size: int, max_pixels: int = 40_000_000) -> np.ndarray:
-    """One file to float32 ``[size, size, 3]`` as training sees it; :class:`InputError` if it
-    cannot be. Call inside :func:`fakeface.images.pil_limits`."""
+#: What :func:`decode_bytes` opens (PIL's names): the formats of ingest's image extensions. An
+#: image in any other format PIL knows is refused as ``not_an_image``, as its file would be.
+BYTES_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")  # JPEG covers MPO
+
+
+def inspect_bytes(data: bytes, max_pixels: int = 40_000_000) -> Any:
+    """:func:`fakeface.images.inspect_image`'s content checks on encoded bytes (there is no file:
+    no name, so no extension check): the header, the pixel limit from the header before any
+    decoding, then a full decode. Returns its :class:`fakeface.images.ImageInfo`; raises
+    :class:`InputError` with the same reason words (``empty``, ``not_an_image``, ``too_large``,
+    ``corrupt``)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from fakeface.images import JPEG_FORMATS, ImageInfo
+
+    if not data:
+        raise InputError("empty: zero bytes")
+    try:
+        image = Image.open(io.BytesIO(data), formats=BYTES_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise InputError(f"too_large: decompression bomb guard: {error}") from None
+    except UnidentifiedImageError:
+        raise InputError("not_an_image: content is not a JPEG, PNG, WebP, GIF, BMP, TIFF or PPM image") from None
+    except Exception as error:  # PIL raises many types for a malformed header
+        raise InputError(f"corrupt: bad header: {type(error).__name__}: {error}") from None
+    with image:
+        width, height = image.size
+        info = ImageInfo(width, height, "JPEG" if image.format in JPEG_FORMATS else str(image.format), image.mode)
+        if width <= 0 or height <= 0:
+            raise InputError(f"corrupt: header says {width}x{height} pixels")
+        if width * height > max_pixels:
+            raise InputError(f"too_large: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
+        try:
+            image.load()
+        except (Image.DecompressionBombError, MemoryError) as error:
+            raise InputError(f"too_large: {width}x{height}: {type(error).__name__}") from None
+        except Exception as error:  # truncated data, bad Huffman tables, zlib errors ...
+            raise InputError(f"corrupt: decode failed: {type(error).__name__}: {error}") from None
+    return info
+
+
+def to_model_input_from_bytes(data: bytes, info: Any, size: int) -> np.ndarray:
+    """Checked encoded bytes (``info``: their :class:`fakeface.images.ImageInfo`) to float32
+    ``[size, size, 3]`` as training sees them: an RGB JPEG's bytes go to
+    :func:`fakeface.shards.decode_image` as they are (never re-encoded); any other image becomes
+    8-bit RGB as ingest normalises it, then is resized as training resizes."""
+    import io
+
     import tensorflow as tf
     from PIL import Image
 
-    from fakeface.images import Problem, inspect_image, to_rgb
+    from fakeface.images import to_rgb
     from fakeface.robustness import to_model_input
     from fakeface.shards import decode_image
 
-    info = inspect_image(path, max_pixels)
-    if isinstance(info, Problem):
-        raise InputError(f"{info.reason}: {info.detail}")
     try:
-        if info.is_rgb_jpeg:  # training decodes these bytes as they are (never re-encoded)
-            return decode_image(tf.constant(Path(path).read_bytes()), size).numpy()
-        with Image.open(path) as image:  # as ingest's normalize_image, then as training decodes it
+        if info.is_rgb_jpeg:  # training decodes these bytes as they are
+            return decode_image(tf.constant(data), size).numpy()
+        with Image.open(io.BytesIO(data)) as image:  # as ingest's normalize_image, then as training decodes it
             image.load()
             pixels = np.asarray(to_rgb(image), dtype=np.uint8)
         return to_model_input(pixels, size)
     except (OSError, ValueError, tf.errors.OpError) as error:
         raise InputError(f"corrupt: decode failed: {type(error).__name__}: {error}") from None
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int = 40_000_000) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, ...) to float32 ``[size, size, 3]`` exactly as
+    :func:`load_input` turns a file holding them; :class:`InputError` if they cannot be. What the
+    served model (:mod:`fakeface.serving`) calls for each posted image."""
+    return to_model_input_from_bytes(data, inspect_bytes(data, max_pixels), size)
+
+
+def load_input(path: str | Path, size: int, max_pixels: int = 40_000_000) -> np.ndarray:
+    """One file to float32 ``[size, size, 3]`` as training sees it; :class:`InputError` if it
+    cannot be. Call inside :func:`fakeface.images.pil_limits`."""
+    from fakeface.images import Problem, inspect_image
+
+    info = inspect_image(path, max_pixels)
+    if isinstance(info, Problem):
+        raise InputError(f"{info.reason}: {info.detail}")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"unreadable: {type(error).__name__}: {error}") from None
+    return to_model_input_from_bytes(data, info, size)
 
 
 # --------------------------------------------------------------------------- scoring

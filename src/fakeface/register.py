@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fakeface import CLASS_NAMES, FakefaceError
+from fakeface import FakefaceError
+from fakeface.contract import make_contract, read_contract
 from fakeface.config import Params
 from fakeface.stage_paths import RegisterPaths
 
@@ -36,19 +37,7 @@ class Registration:
     version: str | None = None
     alias: str | None = None
     test_auc: float | None = None
-
-
-def preprocessing_contract(image_size: int, threshold: float) -> dict[str, Any]:
-    """What a caller must do to an image before the model sees it (also stored with the model)."""
-    return {
-        "input": f"float32 [batch, {image_size}, {image_size}, 3], RGB, pixel values 0..255",
-        "decode": "decode to RGB (3 channels); do not re-encode JPEGs",
-        "resize": f"bilinear with antialiasing to {image_size}x{image_size}",
-        "scaling": "inside the model (the backbone's own preprocess_input); pass raw pixels",
-        "output": "p(fake) in [0, 1]" ,
-        "classes": list(CLASS_NAMES),
-        "threshold": threshold,
-    }
+    serving_uri: str | None = None  # the image-in model beside it (fakeface.serving)
 
 
 @contextmanager
@@ -86,6 +75,32 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return evaluation
 
 
+def _optional_json(path: Path | None) -> dict[str, Any] | None:
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
+
+
+def model_card(paths: RegisterPaths, run_id: str, result: Registration, evaluation: dict[str, Any],
+               contract: dict[str, Any]) -> str:
+    """The version's model card (:mod:`fakeface.model_card`), written to ``paths.card``."""
+    import mlflow
+
+    from fakeface.model_card import render_card
+
+    data = mlflow.MlflowClient().get_run(run_id).data
+    try:
+        index = mlflow.artifacts.load_dict(f"runs:/{run_id}/data/shards_index.json")
+    except Exception:  # noqa: BLE001 - a run logged without it (older runs) still gets a card
+        index = None
+    card = render_card(
+        name=result.model_name, version=result.version, run_id=run_id, run_params=data.params, run_tags=data.tags,
+        index=index, evaluation=evaluation, contract=contract, robustness=_optional_json(paths.robustness),
+        slices=_optional_json(paths.slices), external=_optional_json(paths.external_metrics),
+    )
+    Path(paths.card).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.card).write_text(card)
+    return card
+
+
 def run(params: Params, paths: RegisterPaths) -> Registration:
     """Log the model to the training run; register it and point the alias at it if it passes."""
     import keras
@@ -103,9 +118,13 @@ def run(params: Params, paths: RegisterPaths) -> Registration:
     cfg = params.register
     evaluation = read_evaluation(Path(paths.evaluation))
     test_auc = float(evaluation["auc"])
-    threshold = float(evaluation.get("threshold", 0.5))
     model = load_model_file(paths.model)
     size = int(model.input_shape[1])
+    # The contract evaluate put inside the detector file; an older file without one gets it rebuilt
+    # from the evaluation (the threshold it reports).
+    contract = read_contract(paths.model) or make_contract(
+        size, float(evaluation.get("threshold", 0.5)), evaluation.get("threshold_selection")
+    )
     example = np.full((1, size, size, 3), 127.0, dtype="float32")
     signature = infer_signature(example, np.asarray(model.predict_on_batch(example)))
     passes = test_auc >= cfg.min_test_auc
@@ -119,12 +138,13 @@ def run(params: Params, paths: RegisterPaths) -> Registration:
                 signature=signature,
                 input_example=example,
                 registered_model_name=cfg.model_name if passes else None,
-                metadata={"fakeface": preprocessing_contract(size, threshold)},
+                metadata={"fakeface": contract},
                 # The flavor's own requirements, stated: inferring them imports the model in a
                 # subprocess and costs about 13 s per registration.
                 pip_requirements=[*mlflow.keras.get_default_pip_requirements(), f"tensorflow=={tf.__version__}"],
             )
-        mlflow.log_dict(preprocessing_contract(size, threshold), "model_preprocessing.json")
+        mlflow.log_dict(contract, "model_contract.json")
+        mlflow.log_artifact(str(paths.model), "detector")
         if passes:
             client = MlflowClient()
             version = info.registered_model_version
@@ -152,7 +172,15 @@ def run(params: Params, paths: RegisterPaths) -> Registration:
                 test_auc=test_auc,
             )
             log.warning("not registered: %s", result.reason)
+        from fakeface.serving import register_serving  # the image-in model: what serve and KServe run
+
+        result.serving_uri = register_serving(paths.model, contract, cfg.model_name, cfg.alias, result.version,
+                                              params.data.max_pixels)
         mlflow.set_tag("register.registered", str(result.registered).lower())
+        card = model_card(paths, run.info.run_id, result, evaluation, contract)
+        mlflow.log_text(card, "model_card.md")
+        if result.registered:
+            MlflowClient().update_model_version(cfg.model_name, str(result.version), description=card)
 
     out_path = Path(paths.registry)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -203,10 +203,12 @@ def runs_table(
     from fakeface import tracking
     from fakeface.stack.health import check_tracking_server
 
+    tracking.apply_http_defaults()
     uri = tracking.tracking_uri()
-    check_tracking_server(uri)
+    check_tracking_server(uri)  # also: a server that wants a login the environment does not give
     mlflow.set_tracking_uri(uri)
-    rows = fetch_runs(experiment, include_side_runs=include_side_runs)
+    with tracking.server_errors(f"listing the runs of experiment {experiment!r}"):
+        rows = fetch_runs(experiment, include_side_runs=include_side_runs)
     rows = sort_rows(rows, sort, ascending)
     if limit:
         rows = rows[:limit]

@@ -9,6 +9,7 @@ but come, in this order, from a command-line option, an environment variable, or
 setting             environment variable            default
 ==================  ==============================  ===============================
 checkpoint_dir      ``FAKEFACE_CHECKPOINT_DIR``     ``checkpoints``
+cache_dir           ``FAKEFACE_CACHE_DIR``          ``.cache/fakeface``
 ablation_workdir    ``FAKEFACE_ABLATION_WORKDIR``   ``checkpoints/ablation``
 ablation_storage    ``FAKEFACE_ABLATION_STORAGE``   ``sqlite:///ablation/optuna.db``
 ==================  ==============================  ===============================
@@ -26,6 +27,7 @@ from pathlib import Path
 #: Environment variable of each setting.
 ENV = {
     "checkpoint_dir": "FAKEFACE_CHECKPOINT_DIR",
+    "cache_dir": "FAKEFACE_CACHE_DIR",
     "ablation_workdir": "FAKEFACE_ABLATION_WORKDIR",
     "ablation_storage": "FAKEFACE_ABLATION_STORAGE",
 }
@@ -38,6 +40,8 @@ class Runtime:
     #: Per-epoch checkpoints of the train stage; a killed run resumes from them. Relative paths are
     #: relative to the working directory (a Kubeflow pod's scratch folder, or a mounted volume).
     checkpoint_dir: Path = Path("checkpoints")
+    #: The decoded-image cache of ``train.cache: disk`` (one folder per data, splits and size).
+    cache_dir: Path = Path(".cache/fakeface")
     #: Per-trial checkpoints and models of an ablation study, removed after each trial.
     ablation_workdir: Path = Path("checkpoints/ablation")
     #: Optuna storage URL shared by the study's workers (an RDB URL for several machines).

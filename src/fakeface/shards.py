@@ -22,9 +22,19 @@ Each record is a ``tf.train.Example`` with the features in :data:`FEATURES`: ``i
 
 ``index.json`` has one entry per split (``train``, ``valid``, ``test``), each with ``n`` (images),
 ``per_class`` (images per class name), ``shards`` (file names inside ``<split>/``),
-``shard_counts`` (records per shard), ``shard_size``, ``bytes`` (image bytes stored) and
+``shard_counts`` (records per shard), ``shard_size``, ``bytes`` (image bytes stored),
 ``digest`` (sha256 over the ordered ``sha256 label`` pairs: equal digests mean the same images,
-labels and order).
+labels and order), and per shard file its size (``shard_bytes``) and sha256 (``shard_sha256``).
+
+Integrity: :func:`write_shards` builds the whole folder beside ``out_dir`` and renames it into
+place only when complete, so a killed or failed run (a full disk included: "disk full writing
+<path>") leaves the previous shards, or none, never a partial set. Every reader gets its files
+from :func:`shard_files`, which checks each file's size and sha256 against ``index.json`` before
+returning it: a truncated or altered shard is a :class:`ShardError` naming the file, never read
+silently. The check reads each file once per process: 1.2-1.6 s per GiB from the page cache on
+a shared 2-core machine with SHA-NI (SHA-256 runs at 1.7 GB/s in memory), the disk's read speed
+from a cold disk (5.8 s per GiB at 190 MB/s; that read also warms the cache for training). A
+checked file is not hashed again while its inode, size and times are unchanged.
 
 TensorFlow is imported lazily, inside the functions that need it, so that importing this module
 (from the CLI, a Kubeflow component spec or the tests of other stages) stays cheap.
@@ -32,11 +42,17 @@ TensorFlow is imported lazily, inside the functions that need it, so that import
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +68,10 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 SUFFIX = ".tfrecord"
-#: Bumped when the record layout changes, so a reader can refuse shards it does not understand.
-FORMAT_VERSION = 1
+#: Bumped when the record or index layout changes, so a reader can refuse shards it does not
+#: understand. 2: ``index.json`` holds each shard file's size and sha256.
+FORMAT_VERSION = 2
+
 
 _BYTES_FEATURES = ("image", "sha256", "path", "source", "split", "format")
 _INT_FEATURES = ("label", "width", "height")
@@ -121,17 +139,10 @@ def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
     return keyed.drop(columns=["_label_index", "_path"]).reset_index(drop=True)
 
 
-def _clear_split_dir(split_dir: Path) -> None:
-    """Remove shards from an earlier run: a stale ``-of-00005`` file must not outlive a rerun."""
-    split_dir.mkdir(parents=True, exist_ok=True)
-    for stale in split_dir.glob(f"*{SUFFIX}"):
-        stale.unlink()
-
-
 def _write_split(split: str, rows: pd.DataFrame, split_dir: Path, shard_size: int) -> dict[str, Any]:
     import tensorflow as tf
 
-    _clear_split_dir(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
     n = len(rows)
     count = math.ceil(n / shard_size)
     names = [shard_name(split, k, count) for k in range(count)]
@@ -166,6 +177,7 @@ def _write_split(split: str, rows: pd.DataFrame, split_dir: Path, shard_size: in
         if writer is not None:
             writer.close()
     per_class = {name: int((rows["label"] == name).sum()) for name in CLASS_NAMES}
+    files = [split_dir / name for name in names]
     return {
         "n": n,
         "per_class": per_class,
@@ -174,6 +186,8 @@ def _write_split(split: str, rows: pd.DataFrame, split_dir: Path, shard_size: in
         "shard_size": shard_size,
         "bytes": stored_bytes,
         "digest": digest.hexdigest(),
+        "shard_bytes": [path.stat().st_size for path in files],
+        "shard_sha256": [_file_sha256(path) for path in files],
         "format_version": FORMAT_VERSION,
     }
 
@@ -182,16 +196,26 @@ def write_shards(manifest: pd.DataFrame, out_dir: Path, shard_size: int) -> dict
     """Pack each split of ``manifest`` into TFRecord shards of at most ``shard_size`` images.
 
     Streams: one image file is in memory at a time, so 140k images need no more RAM than one.
-    Returns the index (also written to ``out_dir/index.json``, last, so a crash mid-way leaves no
-    index and readers refuse the half-written shards).
+    Everything is written into a new sibling folder of ``out_dir`` that replaces it only when
+    complete (``index.json`` last, with every shard's size and sha256): a crash, a kill or a full
+    disk leaves the previous ``out_dir`` as it was (or none), and the partial folder is removed
+    (one a killed run left is removed by the next run). Returns the index.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / INDEX_NAME
-    index_path.unlink(missing_ok=True)
+    with _disk_full_is_an_error(out_dir):
+        target = out_dir.resolve() if out_dir.is_symlink() else out_dir  # a link to another disk stays one
+        staging = _staging_dir(target)
+        try:
+            index = _write_all(manifest, staging, shard_size)
+            _commit(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when committed
+    return index
 
+
+def _write_all(manifest: pd.DataFrame, out_dir: Path, shard_size: int) -> dict:
     index: dict[str, Any] = {}
     for split in SPLITS:
         rows = _ordered(manifest[manifest["split"] == split])
@@ -205,11 +229,72 @@ def write_shards(manifest: pd.DataFrame, out_dir: Path, shard_size: int) -> dict
             len(entry["shards"]),
             entry["bytes"] / 1e6,
         )
-
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, index_path)
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     return index
+
+
+@contextmanager
+def _disk_full_is_an_error(path: Path) -> Iterator[None]:
+    """ENOSPC/EDQUOT (and TensorFlow's ResourceExhaustedError, what its file writers raise for
+    them) while writing ``path``: one :class:`ShardError` line, "disk full writing <path>: ..."."""
+    try:
+        yield
+    except Exception as error:
+        full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not (full or type(error).__name__ == "ResourceExhaustedError"):  # tf.errors, not imported here
+            raise
+        where = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        text = getattr(error, "strerror", None) or "no space left on device"
+        raise ShardError(
+            f"disk full writing {path}: {text} ({shutil.disk_usage(where).free:,} bytes free "
+            "there); the previous shards are as they were and nothing partial was left"
+        ) from None
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """A new, empty sibling of ``out_dir`` (``.<name>.partial-<pid>-<random>``), after removing the
+    siblings of runs whose process is gone (killed mid-write)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(partial|old)-(\d+)-[0-9a-f]+$")
+    for sibling in out_dir.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and not _pid_alive(int(match[2])):
+            shutil.rmtree(sibling, ignore_errors=True)
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    staging.mkdir()
+    return staging
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _commit(staging: Path, out_dir: Path) -> None:
+    """Rename the old folder aside, the new one in, delete the old: ``out_dir`` is always a whole
+    set of shards (or, for an instant, absent), never part of one."""
+    aside = None
+    if out_dir.is_symlink() or out_dir.exists():
+        aside = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.rename(out_dir, aside)
+    os.rename(staging, out_dir)
+    if aside is not None:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # --------------------------------------------------------------------------- reading
@@ -229,11 +314,16 @@ def read_index(shards_dir: Path) -> dict:
         raise ShardError(f"{path}: not a shard index (invalid JSON: {error})") from None
 
 
-def shard_files(shards_dir: Path, split: str) -> list[str]:
-    """Sorted paths of the shards of ``split``, checked against ``index.json`` when present.
+#: Shards whose digest this process has checked: (path, inode, size, mtime, ctime) -> sha256.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
 
-    The index check catches a split folder with a stale or missing shard, which would otherwise
-    silently train or evaluate on the wrong images.
+
+def shard_files(shards_dir: Path, split: str) -> list[str]:
+    """Sorted paths of the shards of ``split``, each checked against ``index.json`` first.
+
+    The folder must hold exactly the files the index lists (a stale or missing shard would
+    silently train or evaluate on the wrong images), and each file must have the size and sha256
+    the index recorded: a truncated or altered shard is a :class:`ShardError` naming it.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
@@ -244,18 +334,50 @@ def shard_files(shards_dir: Path, split: str) -> list[str]:
     pattern = f"{split}-*-of-*{SUFFIX}"
     found = sorted(str(p) for p in split_dir.glob(pattern)) if split_dir.is_dir() else []
     index_path = shards_dir / INDEX_NAME
-    if index_path.is_file():
-        expected = sorted(str(split_dir / name) for name in read_index(shards_dir)[split]["shards"])
-        if found != expected:
-            missing = sorted(set(expected) - set(found))
-            extra = sorted(set(found) - set(expected))
-            raise ShardError(
-                f"{split_dir}: shards do not match {index_path} (missing {missing}, not in the "
-                f"index {extra}); re-run the augment stage"
-            )
+    entry = read_index(shards_dir)[split]
+    expected = sorted(str(split_dir / name) for name in entry["shards"])
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        raise ShardError(
+            f"{split_dir}: shards do not match {index_path} (missing {missing}, not in the "
+            f"index {extra}); re-run the augment stage"
+        )
     if not found:
         raise ShardError(f"{split_dir}: no {split} shards (is the {split} split empty?)")
+    _verify(split_dir, entry, index_path)
     return found
+
+
+def _verify(split_dir: Path, entry: dict[str, Any], index_path: Path) -> None:
+    """Each shard of ``entry`` has the size and sha256 ``index.json`` recorded, or a ShardError."""
+    sizes, digests = entry.get("shard_bytes"), entry.get("shard_sha256")
+    if not isinstance(sizes, list) or not isinstance(digests, list) or not (
+        len(sizes) == len(digests) == len(entry["shards"])
+    ):
+        raise ShardError(
+            f"{index_path}: no per-file digests (written by an older fakeface, format_version "
+            f"{entry.get('format_version')}); re-run the augment stage (dvc repro augment)"
+        )
+    for name, size, digest in zip(entry["shards"], sizes, digests, strict=True):
+        path = split_dir / name
+        status = path.stat()
+        if status.st_size != size:
+            raise ShardError(
+                f"{path}: {status.st_size:,} bytes where {index_path} recorded {size:,}: the shard is "
+                "truncated or altered; refusing to read it. Re-run the augment stage (dvc repro augment)"
+            )
+        key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        if _VERIFIED.get(key) == digest:
+            continue
+        actual = _file_sha256(path)
+        if actual != digest:
+            raise ShardError(
+                f"{path}: sha256 {actual[:12]}... differs from the {str(digest)[:12]}... {index_path} "
+                "recorded: the shard is altered; refusing to read it. Re-run the augment stage "
+                "(dvc repro augment)"
+            )
+        _VERIFIED[key] = digest
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -58,8 +58,8 @@ def _status_text(cfg, rows) -> str:
     lines.append(f"  backend store  {redact(cfg.backend_uri())}")
     lines.append(f"  S3 endpoint    {cfg.s3_endpoint}  bucket {cfg.bucket}")
     lines.append(f"  SeaweedFS      master {cfg.master_port}, volume {cfg.volume_port}, filer "
-                 f"{cfg.filer_port}, admin {cfg.admin_port} (each + {stack.GRPC_OFFSET} for gRPC), "
-                 f"data in {cfg.weed_dir}")
+                 f"{cfg.filer_port}, admin {cfg.admin_port} (each + {stack.GRPC_OFFSET} for gRPC; "
+                 f"all TLS, client certificate in {cfg.tls_dir}), data in {cfg.weed_dir}")
     lines.append(f"  DVC remote     {stack.DVC_REMOTE} = {cfg.dvc_url}")
     try:
         creds = stack.resolve_credentials(cfg.root, create=False)
@@ -67,8 +67,15 @@ def _status_text(cfg, rows) -> str:
                      "(print them: fakeface stack env)")
     except stack.StackError as error:
         lines.append(f"  S3 keys        {error}")
+    try:
+        login = stack.resolve_mlflow_login(cfg.root, create=False)
+        lines.append(f"  MLflow login   user {login.username!r} from {login.source} "
+                     "(the UI asks for it; print it: fakeface stack env)")
+    except stack.StackError as error:
+        lines.append(f"  MLflow login   {error}")
     lines.append(f"  logs           {cfg.log_dir}")
-    lines.append('Use it: eval "$(fakeface stack env)"   # sets MLFLOW_TRACKING_URI and the S3 keys')
+    lines.append('Use it: eval "$(fakeface stack env)"   # sets MLFLOW_TRACKING_URI, the MLflow login '
+                 "and the S3 keys")
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +130,8 @@ def _env(args: argparse.Namespace, params: Params) -> None:
 
     cfg = _config(args)
     creds = stack.resolve_credentials(cfg.root, create=False)
-    _out("\n".join(stack.env_lines(cfg, creds)))
+    login = stack.resolve_mlflow_login(cfg.root, create=False)
+    _out("\n".join(stack.env_lines(cfg, creds, login)))
 
 
 def _dvc_remote(args: argparse.Namespace, params: Params) -> None:
@@ -164,7 +172,7 @@ def add_stack_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     ports.add_argument("--s3-port", type=int, default=None, help="S3 port (default 8333)")
     ports.add_argument("--mlflow-port", type=int, default=None, help="MLflow server port (default 5000)")
     ports.add_argument("--weed-ports", default=None, metavar="M,V,F,A",
-                       help="SeaweedFS master,volume,filer,admin ports (default 9333,9340,8888,23646; "
+                       help="SeaweedFS master,volume,filer,admin ports (default 9333,9340,8888,9346; "
                             "each + 10000 is its gRPC port)")
     ports.add_argument("--bucket", default=None, help="S3 bucket (default fakeface)")
 
@@ -193,7 +201,8 @@ def add_stack_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     q = stack_sub.add_parser("down", help=text, description=text, parents=[common])
     q.set_defaults(handler=_down, params_optional=True)
 
-    text = 'print export lines for a shell: eval "$(fakeface stack env)" (prints the S3 secret key)'
+    text = ('print export lines for a shell: eval "$(fakeface stack env)" (prints the MLflow '
+            "password and the S3 secret key)")
     q = stack_sub.add_parser("env", help=text, description=text, parents=[common])
     q.set_defaults(handler=_env, params_optional=True)
 

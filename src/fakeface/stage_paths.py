@@ -119,7 +119,10 @@ class EvaluatePaths(StagePaths):
     run_info: Path = inp("models/run.json", "the training run", name="run.json")
     shards: Path = inp("data/shards", "the packed shards (valid chooses the threshold, test scores)")
     metrics: Path = out("metrics/evaluate.json", "test metrics at the chosen threshold and at 0.5")
+    detector: Path = out("models/detector.keras", "the model with its threshold and input contract inside "
+                         "(what predict and register use)")
     robustness: Path = out("metrics/robustness.json", "test metrics under each perturbation")
+    external_metrics: Path = out("metrics/external.json", "every external set's metrics (evaluate.external)")
     slices: Path = out("metrics/slices.json", "metrics by source, size, format and brightness")
     plots: Path = out("plots/evaluate", "ROC, PR, confusion, calibration and robustness CSVs", name="plots")
     reports: Path = out("reports/evaluate", "figures and the classification table", name="reports")
@@ -129,10 +132,14 @@ class EvaluatePaths(StagePaths):
 @dataclass(frozen=True)
 class RegisterPaths(StagePaths):
     stage: ClassVar[str] = "register"
-    model: Path = inp("models/model.keras", "the trained model", name="model.keras")
+    model: Path = inp("models/detector.keras", "the model with its contract (threshold, input)", name="detector.keras")
     evaluation: Path = inp("metrics/evaluate.json", "the test metrics (the gate reads test AUC)", name="evaluate.json")
     run_info: Path = inp("models/run.json", "the training run", name="run.json")
+    robustness: Path = inp("metrics/robustness.json", "test metrics under each perturbation", name="robustness.json")
+    slices: Path = inp("metrics/slices.json", "metrics by slice", name="slices.json")
+    external_metrics: Path = inp("metrics/external.json", "external sets' metrics", name="external.json")
     registry: Path = out("models/registry.json", "what was registered (name, version, alias) or why not")
+    card: Path = out("models/model_card.md", "the version's model card (data, training, metrics, threshold, limits)")
 
 
 ALL: tuple[type[StagePaths], ...] = (

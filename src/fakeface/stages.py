@@ -72,8 +72,8 @@ class Stage:
         for name in paths.roles(INPUT):
             path = Path(getattr(paths, name))
             if not path.exists():
-                makers = [s.name for s in _REGISTRY.values() if getattr(s.paths(), name, None) == path
-                          and name in s.paths.roles(OUTPUT)]
+                makers = [s.name for s in _REGISTRY.values()
+                          if any(getattr(s.paths(), out) == path for out in s.paths.roles(OUTPUT))]
                 hint = f" (an output of the {makers[0]} stage: run it first)" if makers else ""
                 raise MissingInputError(f"{self.name}: {paths.help(name)} not found at {path}{hint}")
 

@@ -7,6 +7,11 @@ curves, the test metrics, the plots and the model, and runs compare side by side
 The tracking URI comes from ``MLFLOW_TRACKING_URI`` only (a URI can hold credentials, so it is
 never a param and never written to disk by us). Unset, it is the embedded default: a SQLite file
 ``mlflow.db`` in the working directory, which ``mlflow ui`` opens.
+
+A tracking *server* that stops (or whose artifact store stops) while a stage runs is a one-line
+:class:`TrackingServerError` naming it, within seconds: :func:`configure` bounds the MLflow
+client's retries (:data:`HTTP_DEFAULTS`, unless the environment sets them) and
+:func:`server_errors` translates what the client raises.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,8 +29,8 @@ from typing import Any, Iterator
 import mlflow
 
 from fakeface import FakefaceError
-from fakeface.redact import redact
-from fakeface.stack.health import check_tracking_server
+from fakeface.redact import redact, strip_credentials
+from fakeface.stack.health import check_tracking_server, http_status
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,22 @@ class RunInfoError(FakefaceError):
     """The run-info file train leaves for evaluate and register is missing or not train's."""
 
 
+class TrackingServerError(FakefaceError):
+    """The MLflow tracking server (or its artifact store) failed a request while a stage ran."""
+
+
+#: The MLflow client's HTTP settings unless the environment sets them. MLflow's own (7 retries,
+#: backoff factor 2, 120 s timeout) ride out minutes of rate limiting on a hosted server, and make
+#: a stage wait minutes on a server that has stopped. With these, a request to a stopped server
+#: fails after 3 retries, 0 + 2 + 4 s of backoff (+ up to 1 s jitter each): under 10 s; a server
+#: that accepts but never answers, after 4 x 30 s.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 def tracking_uri() -> str:
     """The tracking URI in force: the environment's, or the embedded SQLite default."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -47,16 +69,97 @@ def tracking_uri() -> str:
     return uri
 
 
+def apply_http_defaults() -> None:
+    """:data:`HTTP_DEFAULTS` into the environment (where the MLflow client reads them), each
+    unless already set there."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def configure(experiment: str) -> str:
     """Point MLflow at the tracking store and select the experiment; returns the experiment id."""
+    apply_http_defaults()
     uri = tracking_uri()
     check_tracking_server(uri)  # a dead server: a clear error in seconds, not minutes of retries
     mlflow.set_tracking_uri(uri)
-    experiment_obj = mlflow.set_experiment(experiment)
-    if EXPERIMENT_KIND_TAG not in experiment_obj.tags:
-        mlflow.MlflowClient().set_experiment_tag(experiment_obj.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    with server_errors(f"selecting experiment {experiment!r}"):
+        experiment_obj = mlflow.set_experiment(experiment)
+        if EXPERIMENT_KIND_TAG not in experiment_obj.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment_obj.experiment_id, EXPERIMENT_KIND_TAG,
+                                                     EXPERIMENT_KIND)
     log.info("MLflow: %s, experiment %r", redact(uri), experiment)
     return experiment_obj.experiment_id
+
+
+#: Words of the MLflow client's errors for a request the server did not answer.
+_UNANSWERED = ("Connection refused", "Failed to establish a new connection", "RemoteDisconnected",
+               "Connection aborted", "Connection reset", "Max retries exceeded", "timed out")
+
+
+def explain_server_error(error: BaseException, action: str) -> TrackingServerError:
+    """What the MLflow client raised, as one line naming the server and what failed.
+
+    Whether the server is still there (its /health, 2 s) tells "the server stopped" from "the
+    server failed the request"; a failed request to its artifact proxy means its artifact store
+    (S3) did not answer it.
+    """
+    uri = tracking_uri()
+    shown = redact(uri)
+    text = " ".join(str(error).split())
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+    alive = http_status(strip_credentials(uri).rstrip("/") + "/health", timeout=2, local=False) == 200
+    if not alive:
+        how = "timed out" if "timed out" in text.lower() else "connection refused"
+        return TrackingServerError(
+            f"MLflow tracking server at {shown} stopped answering while {action} ({how}, {retries} "
+            "retries); start it again (`fakeface stack up`) and rerun the stage"
+        )
+    if "mlflow-artifacts" in text:
+        return TrackingServerError(
+            f"MLflow tracking server at {shown} could not store or fetch artifacts while {action}: its "
+            "artifact store (S3) did not answer; check it (`fakeface stack status`), start it again "
+            "(`fakeface stack up`) and rerun the stage"
+        )
+    if any(word in text for word in _UNANSWERED):
+        return TrackingServerError(
+            f"MLflow tracking server at {shown} dropped requests while {action} ({retries} retries) "
+            "but answers again now: rerun the stage"
+        )
+    return TrackingServerError(f"MLflow tracking server at {shown} failed while {action}: {text[:300]}")
+
+
+@contextmanager
+def server_errors(action: str) -> Iterator[None]:
+    """Turn what the MLflow client raises against a tracking *server* into one line naming it
+    (a :class:`TrackingServerError`); with a local store (SQLite, files) errors pass unchanged.
+
+    Usable as a decorator too: ``@tracking.server_errors("training")``.
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as error:
+        if not tracking_uri().lower().startswith(("http://", "https://")):
+            raise
+        raise explain_server_error(error, action) from error
+
+
+def logged_steps(run_id: str, keys: Iterable[str]) -> set[tuple[str, int]]:
+    """The (metric, step) pairs run ``run_id`` already holds among ``keys``: a resumed training
+    logs an epoch only if it is not there, so each epoch is in the run's history exactly once."""
+    client = mlflow.MlflowClient()
+    present = set(client.get_run(run_id).data.metrics) & set(keys)
+    return {(key, m.step) for key in present for m in client.get_metric_history(run_id, key)}
+
+
+def log_metrics_once(metrics: dict[str, float], step: int, logged: set[tuple[str, int]]) -> None:
+    """``mlflow.log_metrics`` of those ``metrics`` not yet ``logged`` at ``step``; records them."""
+    new = {k: v for k, v in metrics.items() if (k, step) not in logged}
+    if new:
+        mlflow.log_metrics(new, step=step)
+        logged.update((k, step) for k in new)
 
 
 def write_run_info(path: str | Path, run_id: str, experiment_id: str) -> None:
@@ -80,10 +183,11 @@ def read_run_info(path: str | Path) -> dict[str, str]:
 
 @contextmanager
 def resume_run(run_info_path: str | Path, experiment: str) -> Iterator[mlflow.ActiveRun]:
-    """Reopen the pipeline's run (written by train) to add to it."""
+    """Reopen the pipeline's run (written by train) to add to it. What the MLflow client raises
+    inside (a server or artifact store that stopped) becomes a :class:`TrackingServerError`."""
     configure(experiment)
     info = read_run_info(run_info_path)
-    with mlflow.start_run(run_id=info["run_id"]) as run:
+    with server_errors(f"logging to run {info['run_id']}"), mlflow.start_run(run_id=info["run_id"]) as run:
         yield run
 
 
@@ -94,7 +198,8 @@ def log_side_run(stage: str, experiment: str, artifacts_dir: Path, summary: dict
     rerunning eda); its numeric summary values become metrics, its files artifacts.
     """
     configure(experiment)
-    with mlflow.start_run(run_name=stage, tags={"fakeface.stage": stage}) as run:
+    with server_errors(f"logging the {stage} run"), \
+            mlflow.start_run(run_name=stage, tags={"fakeface.stage": stage}) as run:
         numbers = {
             k.replace("/", "_"): float(v)
             for k, v in _flatten_numbers(summary).items()

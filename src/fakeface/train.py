@@ -30,10 +30,10 @@ from mlflow.data.meta_dataset import MetaDataset
 from fakeface import CLASS_NAMES
 from fakeface import tracking
 from fakeface.config import Params, TrainConfig
-from fakeface.data import make_dataset
+from fakeface.data import make_dataset, split_augmentations
 from fakeface.model import build_classifier, freeze_base, pretrained, unfreeze_top
 from fakeface.runtime import Runtime
-from fakeface.shards import read_index
+from fakeface.shards import read_index, shard_files
 from fakeface.stage_paths import TrainPaths
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,36 @@ class TrainResult:
 # --------------------------------------------------------------------------- runtime set-up
 
 
-def set_determinism(seed: int) -> None:
-    """Same seed, same weights: seeds Python, NumPy and TF, and asks TF for deterministic ops."""
+def set_determinism(seed: int, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy and TF; with ``deterministic``, asks TF for deterministic ops too (same
+    seed, same weights, bit for bit). On a GPU that costs speed and some ops have no deterministic
+    kernel at all, so ``train.deterministic: auto`` turns it on for CPU runs only."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+class DeviceAugmentation(keras.Model):
+    """The classifier, trained on batches it augments itself, on the device, inside the step.
+
+    The input pipeline then only decodes (and flips, which is free on uint8); each batch carries
+    every image's seed, and the same stateless ops as the CPU path run here with the same seeds,
+    so the images the model learns from are the same. It shares the classifier's layers (and so
+    its weights); the classifier itself is what gets saved.
+    """
+
+    def __init__(self, classifier: keras.Model, augment: Any) -> None:
+        super().__init__(inputs=classifier.inputs, outputs=classifier.outputs, name=classifier.name)
+        from fakeface.augmentations import build_augmenter
+
+        self.augmenter = build_augmenter(augment)
+
+    def train_step(self, data):
+        images, labels, seeds = data
+        images = tf.map_fn(
+            lambda item: self.augmenter(item[0], item[1]), (images, seeds), fn_output_signature=tf.float32
+        )
+        return super().train_step((images, labels))
 
 
 def _switch(setting: str, gpu: bool) -> bool:
@@ -186,14 +212,19 @@ class EpochMetricsToMlflow(keras.callbacks.Callback):
     params are immutable. The phases' rates are already params: ``train.*learning_rate``.)
     """
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # A resumed run may hold an epoch already (logged, then killed before its checkpoint).
+        self.logged = tracking.logged_steps(mlflow.active_run().info.run_id, HISTORY_FIELDS)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_FIELDS}
-        mlflow.log_metrics(metrics, step=epoch + 1)
+        tracking.log_metrics_once(metrics, epoch + 1, self.logged)
 
 
 # --------------------------------------------------------------------------- the stage
 
 
+@tracking.server_errors("training")
 def run(
     params: Params,
     paths: TrainPaths,
@@ -219,9 +250,14 @@ def run(
     train_splits = (train_splits,) if isinstance(train_splits, str) else tuple(train_splits)
     default_splits = train_splits == ("train",) and validation_split == "valid"
     splits = None if default_splits else {"train": list(train_splits), "valid": validation_split}
-    set_determinism(params.seed)
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    deterministic = _switch(cfg.deterministic, not gpu)
+    set_determinism(params.seed, deterministic)
+    on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and gpu)
     strategy, xla = configure_devices(cfg)
 
+    for split in dict.fromkeys((*train_splits, *([validation_split] if validation_split else []))):
+        shard_files(shards_dir, split)  # every shard's size and sha256, before a run or checkpoint starts
     state = CheckpointState(checkpoint_dir, fingerprint(params, shards_dir, splits))
     resumed_from = state.last_epoch
     experiment_id = tracking.configure(params.tracking.experiment)
@@ -238,11 +274,22 @@ def run(
                                  "fakeface.validation_split": validation_split or "none"})
         else:
             log.info("resuming MLflow run %s from epoch %d", run.info.run_id, resumed_from)
+        # What auto resolved to on this machine (the params say only "auto").
+        mlflow.set_tags({"fakeface.deterministic": str(deterministic).lower(),
+                         "fakeface.augment_on": "device" if on_device else "cpu",
+                         "fakeface.cache": cfg.cache})
+        log.info("deterministic ops %s, computing augmentations on the %s, cache %s",
+                 "on" if deterministic else "off", "device" if on_device else "CPU", cfg.cache)
 
         with strategy.scope():
             classifier = build_classifier(cfg)
         model = classifier.model
-        datasets = _datasets(params, shards_dir, classifier.image_size, train_splits, validation_split)
+        datasets = _datasets(params, shards_dir, classifier.image_size, train_splits, validation_split,
+                             runtime, on_device)
+        _, float_part = split_augmentations(params.augment)
+        if on_device and float_part is not None:
+            with strategy.scope():
+                model = DeviceAugmentation(classifier.model, float_part)
         steps = _steps_per_epoch(shards_dir, cfg.batch_size, train_splits)
         early_stopping = [
             keras.callbacks.EarlyStopping(
@@ -286,8 +333,8 @@ def run(
                 epochs=done + epochs,
                 shuffle=False,  # the dataset shuffles itself (seeded); Keras' flag cannot reach it
                 # Every epoch is recorded (state, MLflow) before it is backed up, last: a kill
-                # between the two reruns that epoch (and overwrites its row and metric step)
-                # rather than leaving a gap in the history.
+                # between the two reruns that epoch (overwriting its row; its metrics already in
+                # the run are not logged twice) rather than leaving a gap in the history.
                 callbacks=[
                     EpochRecorder(state, phase),
                     *callbacks,
@@ -333,14 +380,18 @@ def _datasets(
     image_size: int,
     train_splits: Sequence[str] = ("train",),
     validation_split: str | None = "valid",
+    runtime: Runtime | None = None,
+    on_device: bool = False,
 ) -> dict[str, tf.data.Dataset]:
     cfg = params.train
     common = dict(image_size=image_size, batch_size=cfg.batch_size, one_hot=cfg.head_activation == "softmax")
     split: str | list[str] = "train" if tuple(train_splits) == ("train",) else list(train_splits)
+    _, float_part = split_augmentations(params.augment)
     datasets = {
         "train": make_dataset(
             shards_dir, split, training=True, augment=params.augment, seed=params.seed,
-            shuffle_buffer=cfg.shuffle_buffer, **common,
+            shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache,
+            cache_dir=(runtime or Runtime()).cache_dir, with_seeds=on_device and float_part is not None, **common,
         ),
     }
     if validation_split:

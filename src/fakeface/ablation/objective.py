@@ -73,7 +73,7 @@ def validation_metrics(model_path: str | Path, shards_dir: str | Path, params: P
     import numpy as np
     from sklearn.metrics import log_loss
 
-    from fakeface.evaluate import compute_metrics, predict_split
+    from fakeface.metrics import compute_metrics, predict_split
 
     model = keras.models.load_model(model_path, compile=False)
     preds = predict_split(model, shards_dir, "valid", params.evaluate.batch_size)

@@ -52,7 +52,7 @@ def _differences(overrides: dict[str, Any], base: dict[str, Any]) -> str:
 def classification_table(metrics: dict[str, Any]) -> str:
     """The seed's table; :func:`fakeface.evaluate.classification_table` when it is there."""
     try:
-        from fakeface.evaluate import classification_table as table
+        from fakeface.metrics import classification_table as table
 
         return table(metrics)
     except (ImportError, KeyError, TypeError):  # keep the report independent of evaluate's changes

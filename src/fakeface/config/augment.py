@@ -39,6 +39,15 @@ class AugmentationSpec(Entry):
     the index of its seed in the per-image split (see the module docstring)."""
 
     seed_index: int
+    fixed: frozenset[str] = frozenset({"enabled", "probability"})
+
+
+class Sometimes(Toggle):
+    """An augmentation applied to a share of the images only (the rest pass untouched)."""
+
+    probability: float = Field(
+        1.0, gt=0, le=1, description="share of the images it is applied to (CNNDetection used 0.5 for blur and JPEG)"
+    )
 
 
 AUGMENTATIONS: Registry[AugmentationSpec] = Registry("augmentation")
@@ -149,14 +158,14 @@ class SharpnessConfig(Toggle):
 
 
 @register("blur", seed_index=9)
-class BlurConfig(Toggle):
+class BlurConfig(Sometimes):
     """Gaussian blur with a standard deviation ``~ U[0, max_sigma]`` pixels, edges mirrored."""
 
     max_sigma: float = Field(1.0, gt=0, le=10)
 
 
 @register("downscale", seed_index=10)
-class DownscaleConfig(Toggle):
+class DownscaleConfig(Sometimes):
     """Resize down to ``f`` of each side, ``f ~ U[min_factor, 1]`` (antialiased), then back up
     (bilinear)."""
 
@@ -164,7 +173,7 @@ class DownscaleConfig(Toggle):
 
 
 @register("jpeg", seed_index=11)  # last: as on the web, an image is resized and then re-compressed
-class JpegConfig(Toggle):
+class JpegConfig(Sometimes):
     """JPEG re-compression at a quality drawn uniformly from the integers ``min_quality..max_quality``."""
 
     min_quality: int = Field(60, ge=1, le=100)

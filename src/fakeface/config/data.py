@@ -40,6 +40,12 @@ class DataConfig(Section):
     max_pixels: int = Field(
         40_000_000, ge=1, description="larger images are quarantined (decompression bombs)"
     )
+    max_archive_bytes: int = Field(
+        64 << 30,
+        ge=1,
+        description="a .zip source writes at most this many bytes in all (archive bombs); one member "
+        "at most 8 bytes x max_pixels + 4 MiB; larger members are quarantined as too_large",
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
     test_source: str | None = Field(
         None,

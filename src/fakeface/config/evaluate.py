@@ -48,6 +48,11 @@ class EvaluateConfig(Section):
         1000, ge=0, description="test images for the robustness checks (evenly spaced); 0 = all"
     )
     robustness: dict[str, Perturbation] = Field(default_factory=default_robustness)
+    external: dict[str, str] = Field(
+        default_factory=dict,
+        description="labelled sets from elsewhere, name: source (any source ingest reads), each scored "
+        "whole with the test table, its real images' false-positive rate and the robustness checks",
+    )
     slices: SlicesConfig = SlicesConfig()
     explain: ExplainConfig = ExplainConfig()
 
@@ -65,6 +70,16 @@ class EvaluateConfig(Section):
                 raise ValueError(
                     f"perturbation name {name!r}: use letters, digits, '_' and '-' ('none' is the clean row)"
                 )
+        return value
+
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                raise ValueError(f"external set name {name!r}: use letters, digits, '_' and '-'")
+            if not str(source).strip():
+                raise ValueError(f"external set {name!r}: needs a source")
         return value
 
     def enabled_perturbations(self) -> dict[str, Any]:

@@ -39,6 +39,17 @@ class TrainConfig(Section):
     shuffle_buffer: int = Field(2048, ge=1, description="images in the seeded shuffle buffer")
     mixed_precision: Auto = Field("auto", description="auto: on when a GPU is present")
     xla: Auto = Field("auto", description="auto: on when a GPU is present")
+    deterministic: Auto = Field(
+        "auto", description="deterministic ops, bit-exact runs for a seed; auto: on without a GPU, off on one (speed)"
+    )
+    cache: Literal["none", "memory", "disk"] = Field(
+        "none", description="decoded uint8 images cached after the first epoch: memory (refused if it would "
+        "not fit; 140k at 256 px is 27 GB) or disk (the runtime's cache folder); none decodes every epoch"
+    )
+    augment_on: Literal["auto", "cpu", "device"] = Field(
+        "auto", description="where computing augmentations run: the CPU input pipeline, or the device in the "
+        "training step; auto: device when a GPU is present"
+    )
 
     @field_validator("weights")
     @classmethod

@@ -6,6 +6,9 @@ The public API is :func:`ingest`, :class:`IngestReport`, :class:`IngestError` an
 
 :mod:`~fakeface.ingest.sources`
     ``data.source`` text -> a folder on disk (synthetic, folder, zip, csv list, ``kaggle:``).
+:mod:`~fakeface.ingest.archives`
+    Zip extraction that refuses zip slip, nested archives and archive bombs (size caps enforced
+    while streaming), each refused member recorded.
 :mod:`~fakeface.ingest.layouts`
     The registry of data set layouts, one adapter module each (Kaggle 140k,
     ``{Train,Validation,Test}/{Real,Fake}``, ArtiFact, CIPLAB, a ``path,label[,split]`` CSV,

@@ -23,6 +23,7 @@ REASONS = (
     "cross_split_duplicate",
     "label_conflict",
     "zip_slip",
+    "nested_archive",  # an archive inside a .zip source: never extracted
     "missing_file",
     "unlabeled",  # a file outside any {real,fake} folder (or outside the image tree)
     "excluded",  # left out by the params (an ArtiFact category not in data.artifact_categories)

@@ -6,9 +6,11 @@
 a folder
     Scanned where it is (its layout is detected by :mod:`fakeface.ingest.layouts`).
 a ``.zip``
-    Extracted into ``raw_dir/<zip stem>/``, refusing members that would land outside it (absolute
-    paths, ``..``, drive letters) and symbolic links (``zip_slip``): an archive from the internet
-    must not be able to write anywhere else.
+    Extracted into ``raw_dir/<zip stem>/`` by :mod:`fakeface.ingest.archives`, which refuses
+    members that would land outside it (``zip_slip``), archives inside it (``nested_archive``) and
+    members larger than any image can be or than ``data.max_archive_bytes`` leaves (``too_large``,
+    cut off while streaming): an archive from the internet can neither write anywhere else nor
+    fill the disk.
 a ``.csv``
     A ``path,label[,split]`` list (:class:`fakeface.ingest.layouts.csv_list.CsvList`).
 ``kaggle:<owner>/<dataset>``
@@ -21,20 +23,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import stat
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from fakeface.config import DataConfig
+from fakeface.ingest.archives import extract_zip
 from fakeface.ingest.entries import Entry, IngestError
 from fakeface.ingest.files import remove_tree
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.layouts.csv_list import CsvList
-from fakeface.logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def resolve_source(text: str, cfg: DataConfig, seed: int, raw_dir: Path) -> Sour
         return Source(root=path, name=None, original=str)
     if path.is_file():
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-            return extract_zip(path, raw_dir)
+            return zip_source(path, cfg, raw_dir)
         if path.suffix.lower() == ".csv":
             return Source(root=path.parent, name=None, original=str, layout=CsvList.from_file(path))
         raise IngestError(
@@ -83,6 +82,21 @@ def resolve_source(text: str, cfg: DataConfig, seed: int, raw_dir: Path) -> Sour
         f"data.source {text!r} not found: expected 'synthetic', an existing folder, a .zip file "
         "or kaggle:<owner>/<dataset> (e.g. kaggle:xhlulu/140k-real-and-fake-faces)"
     )
+
+
+def check_outside(texts: list[str], raw_dir: Path) -> None:
+    """Refuse a source inside ``raw_dir``: ingest replaces that folder as a whole on every run, so
+    a source there would be deleted by the run that reads it."""
+    stage_dir = Path(raw_dir).resolve()
+    for text in texts:
+        if text.lower() == "synthetic" or text.lower().startswith(KAGGLE_PREFIX):
+            continue
+        path = Path(text).expanduser().resolve()
+        if path.is_relative_to(stage_dir):
+            raise IngestError(
+                f"data.source {text!r} lies inside {raw_dir}, the folder ingest rebuilds and replaces "
+                "on every run; move it out (e.g. to data/sources/)"
+            )
 
 
 def kaggle_credentials_found() -> bool:
@@ -132,74 +146,12 @@ def _kaggle_download(handle: str) -> Path:
     return root
 
 
-def _unsafe_member(name: str) -> str | None:
-    """Why a zip member name would escape the extraction folder, or None if it is safe."""
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        return "absolute path"
-    if ".." in PurePosixPath(posix).parts:
-        return "path with '..'"
-    if "\x00" in posix:
-        return "NUL byte in name"
-    return None
-
-
-def extract_zip(archive: Path, raw_dir: Path) -> Source:
-    """Extract ``archive`` into ``raw_dir/<stem>``; unsafe members are refused and recorded."""
+def zip_source(archive: Path, cfg: DataConfig, raw_dir: Path) -> Source:
+    """Extract ``archive`` into ``raw_dir/<stem>`` (:func:`fakeface.ingest.archives.extract_zip`:
+    zip slip, nested archives and archive bombs refused, each recorded) and scan that folder."""
     target = raw_dir / archive.stem
-    if archive.resolve().is_relative_to(target.resolve()):
-        raise IngestError(
-            f"{archive} lies inside {target}, the folder it would be extracted into; move it "
-            "out of the ingest stage's working folder"
-        )
-    remove_tree(target)
-    target.mkdir(parents=True)
-    target_real = target.resolve()
-    refused: list[Entry] = []
-    extracted = 0
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            members = bundle.infolist()
-            for member in progress(members, desc="ingest: extract", total=len(members), unit="file"):
-                label = f"{archive}::{member.filename}"
-                why = _unsafe_member(member.filename)
-                mode = member.external_attr >> 16
-                if why is None and stat.S_ISLNK(mode):
-                    why = "symbolic link member"
-                if why is None:
-                    destination = target / member.filename.replace("\\", "/")
-                    if not destination.resolve().is_relative_to(target_real):
-                        why = "resolves outside the extraction folder"
-                if why is not None:
-                    if member.is_dir():
-                        logger.warning("ingest: zip member %s refused (%s)", label, why)
-                        continue
-                    detail = f"{why}; not extracted"
-                    refused.append(Entry(label, label, reason="zip_slip", detail=detail))
-                    continue
-                if member.is_dir():
-                    destination.mkdir(parents=True, exist_ok=True)
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with bundle.open(member) as reader, open(destination, "wb") as writer:
-                        shutil.copyfileobj(reader, writer, 1 << 20)
-                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as error:
-                    # a bad CRC, an encrypted or unsupported member: that file, not the whole archive
-                    destination.unlink(missing_ok=True)
-                    detail = f"cannot extract: {type(error).__name__}: {error}"
-                    refused.append(Entry(label, label, reason="corrupt", detail=detail))
-                    continue
-                extracted += 1
-    except zipfile.BadZipFile as error:
-        raise IngestError(f"{archive}: not a readable zip archive ({error})") from error
-    logger.info(
-        "ingest: extracted %d files from %s into %s (%d refused)",
-        extracted,
-        archive,
-        target,
-        len(refused),
-    )
+    remove_tree(target)  # raw_dir is the stage's own fresh folder; a stem seen twice is replaced
+    refused = extract_zip(archive, target, cfg.max_pixels, cfg.max_archive_bytes)
 
     def original(path: Path) -> str:
         return f"{archive}::{path.relative_to(target).as_posix()}"

@@ -14,9 +14,15 @@ dropped by a bug fails the stage instead of disappearing.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import pandas as pd
 
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import DataConfig, Params
@@ -24,7 +30,7 @@ from fakeface.images import Problem, pil_limits
 from fakeface.ingest.decisions import assign_splits, cross_dataset_splits, resolve_duplicates
 from fakeface.ingest.entries import Entry, IngestError
 from fakeface.ingest.examine import DEFAULT_WORKERS, examine, normalize, ordered_map
-from fakeface.ingest.files import remove_tree
+from fakeface.ingest.files import commit_dir, is_disk_full, remove_tree, staging_dir
 from fakeface.ingest.layouts import detect_layout, expected_layouts
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.report import (
@@ -35,7 +41,7 @@ from fakeface.ingest.report import (
     manifest_frame,
     write_json,
 )
-from fakeface.ingest.sources import Source, resolve_source
+from fakeface.ingest.sources import Source, check_outside, resolve_source
 from fakeface.logs import progress
 from fakeface.manifest import write_manifest
 from fakeface.stage_paths import IngestPaths
@@ -68,20 +74,54 @@ def ingest(
     report_path: Path,
     *,
     workers: int = DEFAULT_WORKERS,
+    every_split: bool = True,
 ) -> IngestReport:
     """Read ``cfg.source``, check every file, write the manifest and the JSON report.
 
-    Raises :class:`IngestError` for a source that cannot be used (unknown, missing, no
-    credentials, no recognisable layout), or when after quarantine a split lacks a class; in the
-    latter case the report is written first (with ``error`` set) and no manifest is written.
+    Nothing is written in place: the images ingest writes (extracted, generated, normalised) go to
+    a fresh sibling of ``raw_dir`` (:func:`~fakeface.ingest.files.staging_dir`), the manifest and
+    report to temporary files, and they replace the previous outputs only when all are complete.
+    Any failure (a bad source, a full disk, a kill) leaves the previous outputs as they were and no
+    partial folder behind; a crash during the final renames can leave the manifest *absent*, never
+    a manifest that disagrees with ``raw_dir``.
+
+    Raises :class:`IngestError` for a source that cannot be used (unknown, missing, inside
+    ``raw_dir``, no credentials, no recognisable layout), for a full disk ("disk full writing
+    <path>: ..."), or when after quarantine a split lacks a class; in the latter case the report is
+    written first (with ``error`` set) and no manifest is left.
     """
     raw_dir = Path(raw_dir)
     manifest_path = Path(manifest_path)
     report_path = Path(report_path)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    normalized_dir = raw_dir / NORMALIZED_DIR
-    remove_tree(normalized_dir)
+    check_outside(cfg.sources, raw_dir)
+    published = raw_dir.resolve() if raw_dir.is_symlink() else raw_dir  # a link to another disk stays one
+    with _writing(raw_dir):
+        staging = staging_dir(published)
+    try:
+        with _writing(raw_dir):
+            report, frame = _build(cfg, seed, staging, workers, report_path, every_split)
+        move = _relocator(staging, raw_dir)
+        report.root, report.items, report.csv = move(report.root), move(report.items), move(report.csv)
+        report.manifest = str(manifest_path)
+        if frame is not None:
+            for column in ("path", "original_path"):
+                frame[column] = frame[column].map(move)
+        _publish(report, frame, staging, published, manifest_path, report_path)
+    finally:
+        remove_tree(staging)  # already gone when published
+    log_summary(report)
+    if report.error is not None:
+        raise IngestError(report.error)
+    return report
 
+
+def _build(
+    cfg: DataConfig, seed: int, raw_dir: Path, workers: int, report_path: Path, every_split: bool = True
+) -> tuple[IngestReport, pd.DataFrame | None]:
+    """Every decision of the stage, with ``raw_dir`` (the staging folder) as its only place to
+    write: the report, and the manifest frame (None when a split lacks a class; with
+    ``every_split`` false, as for an external test set scored whole, when the set lacks one)."""
+    normalized_dir = raw_dir / NORMALIZED_DIR
     resolved = _resolve_all(cfg, seed, raw_dir)
     source_name = "+".join(r.name for r in resolved)
     entries, seen = _scan_all(resolved, cfg)
@@ -115,7 +155,6 @@ def ingest(
         csv_summary=csv_summary,
     )
     report.seen = seen
-    report.manifest = str(manifest_path)
     if report.seen != report.kept + report.quarantined or len(entries) != seen:  # a bug, not data
         raise RuntimeError(
             f"ingest bookkeeping bug: seen {report.seen} != kept {report.kept} + "
@@ -123,6 +162,8 @@ def ingest(
         )
 
     empty = [(s, c) for s in SPLITS for c in CLASS_NAMES if report.counts[s][c] == 0]
+    if not every_split:
+        empty = [("any", c) for c in CLASS_NAMES if sum(report.counts[s][c] for s in SPLITS) == 0]
     if empty:
         missing_text = ", ".join(f"split '{s}' has no '{c}' images" for s, c in empty)
         report.error = (
@@ -130,17 +171,70 @@ def ingest(
             f"quarantined by reason: {report.by_reason}). See {report_path} for every file and "
             "reason."
         )
-        write_json(report.to_dict(), report_path)
-        manifest_path.unlink(missing_ok=True)  # never leave a stale manifest beside this report
-        log_summary(report)
-        raise IngestError(report.error)
-
+        return report, None
     frame = manifest_frame(kept, source_name)
     check_no_leakage(frame)
-    write_manifest(frame, manifest_path)
-    write_json(report.to_dict(), report_path)
-    log_summary(report)
-    return report
+    return report, frame
+
+
+def _publish(report: IngestReport, frame: pd.DataFrame | None, staging: Path, raw_dir: Path,
+             manifest_path: Path, report_path: Path) -> None:
+    """Write the manifest and report beside their places, then put all three outputs in place.
+
+    The old manifest goes first, so between the renames there is never a manifest beside images
+    it does not describe; with ``frame`` None (the report's ``error`` set) no manifest is left.
+    """
+    new_manifest = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
+    new_report = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
+    try:
+        if frame is not None:
+            with _writing(manifest_path):
+                write_manifest(frame, new_manifest)
+        with _writing(report_path):
+            write_json(report.to_dict(), new_report)
+        manifest_path.unlink(missing_ok=True)
+        commit_dir(staging, raw_dir)
+        if frame is not None:
+            os.replace(new_manifest, manifest_path)
+        os.replace(new_report, report_path)
+    finally:
+        new_manifest.unlink(missing_ok=True)
+        new_report.unlink(missing_ok=True)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A full disk while writing ``path``: one clear :class:`IngestError` naming it."""
+    try:
+        yield
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        where = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        raise IngestError(
+            f"disk full writing {path}: {error.strerror or error} ({shutil.disk_usage(where).free:,} "
+            "bytes free there); nothing was changed: the previous output is as it was"
+        ) from None
+
+
+def _relocator(staging: Path, raw_dir: Path) -> Callable[[Any], Any]:
+    """A function that rewrites paths inside the staging folder (in strings, lists, dicts) to where
+    they will be once it is published as ``raw_dir``. The staging name is unique (pid + random),
+    so replacing it wherever it occurs touches nothing else."""
+    moves = [(str(staging.resolve()), str(raw_dir.resolve())), (str(staging), str(raw_dir))]
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str):
+            for old, new in moves:
+                value = value.replace(old, new)
+            return value
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return move
 
 
 def _resolve_all(cfg: DataConfig, seed: int, raw_dir: Path) -> list[Resolved]:

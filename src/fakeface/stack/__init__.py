@@ -4,10 +4,14 @@
 
 * **SeaweedFS** (``weed mini``): an S3-compatible object store on port 8333, with one S3 identity
   whose keys come from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or, unset, a random pair
-  generated once and kept in ``.stack/credentials``, mode 0600). A wrong key is rejected.
-* **an MLflow tracking server** on port 5000, its backend store ``sqlite:///.stack/mlflow.db`` (or a
-  PostgreSQL URL), serving artifacts itself from ``s3://<bucket>/mlartifacts``: clients need only
-  ``MLFLOW_TRACKING_URI=http://127.0.0.1:5000``, no S3 keys.
+  generated once and kept in ``.stack/credentials``, mode 0600). A wrong key is rejected. Its
+  other ports (master, volume, filer, admin, gRPC) require the stack's TLS client certificate
+  (:mod:`~fakeface.stack.tls`).
+* **an MLflow tracking server** on port 5000 with MLflow's basic-auth app (the admin login is
+  generated once into ``.stack/mlflow-login``, 0600), its backend store
+  ``sqlite:///.stack/mlflow.db`` (or a PostgreSQL URL), serving artifacts itself from
+  ``s3://<bucket>/mlartifacts``: clients need ``MLFLOW_TRACKING_URI`` and the login
+  (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``), no S3 keys.
 * the **DVC remote** ``fakeface-s3`` = ``s3://<bucket>/dvc`` on the same store (URL and endpoint
   in ``.dvc/config``; the keys only in the gitignored ``.dvc/config.local`` or the environment).
 
@@ -20,7 +24,9 @@ The package, one job a module (each imports only the standard library at module 
 :func:`check_tracking_server` is cheap to call from ``fakeface.tracking.configure``):
 
 * :mod:`~fakeface.stack.config`: settings, ports, :class:`StackError`;
-* :mod:`~fakeface.stack.credentials`: the S3 key pair, private files, the services' environment;
+* :mod:`~fakeface.stack.credentials`: the S3 key pair, the MLflow login, private files, the
+  services' environment;
+* :mod:`~fakeface.stack.tls`: SeaweedFS' certificates and security.toml;
 * :mod:`~fakeface.stack.process`: spawn, record (pid + start time + command line), stop;
 * :mod:`~fakeface.stack.health`: the tracking-server check and HTTP probes;
 * :mod:`~fakeface.stack.s3`: boto3 client, key check, bucket;
@@ -44,7 +50,16 @@ from fakeface.stack.config import (
     StackError,
     load_config,
 )
-from fakeface.stack.credentials import Credentials, credentials_file, env_lines, mask, resolve_credentials
+from fakeface.stack.credentials import (
+    Credentials,
+    MlflowLogin,
+    credentials_file,
+    env_lines,
+    mask,
+    mlflow_login_file,
+    resolve_credentials,
+    resolve_mlflow_login,
+)
 from fakeface.stack.dvc_remote import configure_dvc_remote
 from fakeface.stack.health import check_tracking_server
 from fakeface.stack.lifecycle import ServiceStatus, UpResult, down, status, up
@@ -55,8 +70,9 @@ from fakeface.stack.seaweedfs import weed_binary
 
 __all__ = [
     "BACKEND_ENV", "DEFAULT_DIR", "DIR_ENV", "DVC_REMOTE", "GRPC_OFFSET", "HOST", "REGION", "WEED_ENV",
-    "Credentials", "Service", "ServiceStatus", "StackConfig", "StackError", "UpResult",
+    "Credentials", "MlflowLogin", "Service", "ServiceStatus", "StackConfig", "StackError", "UpResult",
     "check_s3", "check_tracking_server", "configure_dvc_remote", "credentials_file", "down",
-    "ensure_bucket", "env_lines", "explain_s3_error", "load_config", "mask", "postgres_driver_uri",
-    "read_state", "resolve_credentials", "s3_client", "status", "up", "weed_binary",
+    "ensure_bucket", "env_lines", "explain_s3_error", "load_config", "mask", "mlflow_login_file",
+    "postgres_driver_uri", "read_state", "resolve_credentials", "resolve_mlflow_login", "s3_client",
+    "status", "up", "weed_binary",
 ]

@@ -42,11 +42,13 @@ class StackConfig:
     s3_port: int = 8333
     mlflow_port: int = 5000
     # SeaweedFS' internal servers (master, volume, filer, admin). Each (and S3) also listens on
-    # its port + 10000 for gRPC: weed's fixed convention (its components assume it).
+    # its port + 10000 for gRPC: weed's fixed convention (its components assume it). All of them
+    # below Linux' ephemeral range (32768-60999): weed's own default admin port, 23646, has its
+    # gRPC port 33646 there, where any outgoing connection may hold it at the moment weed binds.
     master_port: int = 9333
     volume_port: int = 9340
     filer_port: int = 8888
-    admin_port: int = 23646
+    admin_port: int = 9346
     bucket: str = "fakeface"
     mlflow_workers: int = 1
     backend_store_uri: str | None = field(default=None, repr=False)
@@ -91,6 +93,21 @@ class StackConfig:
     @property
     def log_dir(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def tls_dir(self) -> Path:
+        """SeaweedFS' private CA certificate and the one key pair its servers and clients share."""
+        return self.weed_dir / "tls"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        """The basic-auth app's settings (``MLFLOW_AUTH_CONFIG_PATH``): admin login, user database."""
+        return self.root / "mlflow-auth.ini"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        """The basic-auth app's users and permissions (password hashes only)."""
+        return self.root / "mlflow-auth.db"
 
     def backend_uri(self) -> str:
         return self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"

@@ -53,6 +53,44 @@ def check_tracking_server(uri: str | None = None, timeout: float = 3.0) -> None:
             f"MLflow tracking server at {shown} is not healthy: HTTP {status} from /health; see "
             "`fakeface stack status` (and .stack/logs/mlflow.log) or unset MLFLOW_TRACKING_URI"
         )
+    check_login(uri, timeout)
+
+
+#: A cheap authenticated read: what a server with a login answers 401 (or 403) to.
+LOGIN_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def check_login(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast when the server asks for a login the client does not have (or rejects it).
+
+    The client's login is what the MLflow client would send: ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, else a ``user:password@`` in the URI. A server without
+    authentication answers 200, and any other answer is left for the client to report.
+    """
+    import base64
+    import urllib.parse
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    parts = urllib.parse.urlsplit(uri)
+    if not (user and password) and parts.username:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+    headers = {}
+    if user and password:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    status = http_status(strip_credentials(uri).rstrip("/") + LOGIN_PROBE, timeout, headers, local=False)
+    if status not in (401, 403):
+        return
+    shown = redact(uri)
+    if not headers:
+        raise StackError(
+            f"MLflow tracking server at {shown} requires a login: set MLFLOW_TRACKING_USERNAME and "
+            'MLFLOW_TRACKING_PASSWORD (for the stack: eval "$(fakeface stack env)")'
+        )
+    raise StackError(
+        f"MLflow tracking server at {shown} rejected the login of user {user!r} (HTTP {status}); "
+        'for the stack, take its login from `fakeface stack env` (eval "$(fakeface stack env)")'
+    )
 
 
 def opener(local: bool = False, context: Any = None) -> urllib.request.OpenerDirector:
@@ -78,11 +116,15 @@ def tls_context() -> Any:
     return ssl.create_default_context(cafile=cert) if cert else None
 
 
-def http_status(url: str, timeout: float = 1.0) -> int | None:
+def http_status(url: str, timeout: float = 1.0, headers: dict[str, str] | None = None,
+                local: bool = True) -> int | None:
     """The HTTP status of a GET to one of our servers (any answer counts as "listening"), or None
-    when nothing answers."""
+    when nothing answers. ``local=False``: a tracking URI's server (proxy and TLS settings as the
+    MLflow client's)."""
     try:
-        with opener(local=True).open(urllib.request.Request(url), timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        handler = opener(local=True) if local else opener(context=tls_context())
+        with handler.open(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from fakeface import FakefaceError
 from fakeface.stack.config import StackConfig
-from fakeface.stack.credentials import Credentials, resolve_credentials
+from fakeface.stack.credentials import Credentials, MlflowLogin, resolve_credentials, resolve_mlflow_login
 from fakeface.stack.health import http_status
-from fakeface.stack.mlflow_server import postgres_driver_uri, start_mlflow, wait_mlflow
+from fakeface.stack.mlflow_server import login_status, postgres_driver_uri, start_mlflow, wait_mlflow
 from fakeface.stack.process import await_stop, check_ports, read_state, signal_stop, stop, write_state
 from fakeface.stack.s3 import check_s3, ensure_bucket
-from fakeface.stack.seaweedfs import start_seaweedfs, wait_seaweedfs
+from fakeface.stack.seaweedfs import remove_stale_sockets, start_seaweedfs, wait_seaweedfs
 
 log = logging.getLogger("fakeface.stack")
 
@@ -28,6 +28,7 @@ class UpResult:
     already_running: list[str]
     bucket_created: bool
     seconds: float
+    login: MlflowLogin | None = None
 
 
 def up(cfg: StackConfig) -> UpResult:
@@ -40,6 +41,7 @@ def up(cfg: StackConfig) -> UpResult:
     os.chmod(cfg.root, 0o700)
     postgres_driver_uri(cfg.backend_uri())  # a missing database driver fails before anything starts
     creds = resolve_credentials(cfg.root, create=True)
+    login = resolve_mlflow_login(cfg.root, create=True)
     services = {n: s for n, s in read_state(cfg).items() if s.process() is not None}
     running = sorted(services)
     needed = [n for n in ("seaweedfs", "mlflow") if n not in services]
@@ -55,16 +57,17 @@ def up(cfg: StackConfig) -> UpResult:
     try:
         # Both start at once (the MLflow server needs the store only when artifacts move); the
         # bucket is created before the server is reported up.
-        for name, start in (("seaweedfs", start_seaweedfs), ("mlflow", start_mlflow)):
+        for name, start in (("seaweedfs", lambda: start_seaweedfs(cfg, creds)),
+                            ("mlflow", lambda: start_mlflow(cfg, creds, login))):
             if name in needed:
-                services[name] = start(cfg, creds)
+                services[name] = start()
                 started.append(name)
                 write_state(cfg, services)
         if "seaweedfs" in started:
             wait_seaweedfs(cfg, services["seaweedfs"])
         created = ensure_bucket(cfg.s3_endpoint, creds, cfg.bucket)
         if "mlflow" in started:
-            wait_mlflow(cfg, services["mlflow"])
+            wait_mlflow(cfg, services["mlflow"], login)
     except BaseException:
         for name in reversed(started):
             stop(services.pop(name))
@@ -73,7 +76,7 @@ def up(cfg: StackConfig) -> UpResult:
     seconds = time.monotonic() - t0
     log.info("stack up in %.1f s: S3 %s, MLflow %s (started: %s)", seconds, cfg.s3_endpoint,
              cfg.tracking_uri, ", ".join(started) or "nothing, already running")
-    return UpResult(cfg, creds, started, running, created, seconds)
+    return UpResult(cfg, creds, started, running, created, seconds, login)
 
 
 def down(cfg: StackConfig) -> dict[str, str]:
@@ -90,9 +93,7 @@ def down(cfg: StackConfig) -> dict[str, str]:
     outcome = {name: await_stop(stopping[name]) for name in order}
     write_state(cfg, {})
     if outcome.get("seaweedfs") in ("stopped", "killed (did not stop on SIGTERM)"):
-        for sock in (cfg.weed_dir / "run").glob("*.sock"):  # weed leaves its sockets behind
-            if sock.is_socket():
-                sock.unlink(missing_ok=True)
+        remove_stale_sockets(cfg)  # weed leaves some of its sockets behind
     return outcome
 
 
@@ -126,8 +127,17 @@ def status(cfg: StackConfig) -> list[ServiceStatus]:
             except FakefaceError as error:
                 health, ok = str(error), False
         else:
-            code = http_status(url + "/health", timeout=3)
+            code = http_status(url + "/health", timeout=5)
             ok = code == 200
             health = "ok" if ok else ("no answer" if code is None else f"HTTP {code} from /health")
+            if ok:
+                try:
+                    login = resolve_mlflow_login(cfg.root, create=False)
+                    answer = login_status(cfg, login)
+                    ok = answer == 200
+                    health = (f"ok: login {login.username!r} accepted" if ok else
+                              f"login {login.username!r} from {login.source} not accepted (HTTP {answer})")
+                except FakefaceError as error:
+                    health, ok = str(error), False
         rows.append(ServiceStatus(name, svc.pid, True, url, health, ok))
     return rows

@@ -82,10 +82,12 @@ def write_state(cfg: StackConfig, services: dict[str, Service]) -> None:
     tmp.replace(path)
 
 
-def spawn(name: str, cmd: list[str], env: dict[str, str], cfg: StackConfig, marker: str, url: str) -> Service:
-    """Start ``cmd`` in its own process group, its output appended to ``<root>/logs/<name>.log``."""
-    import psutil
+def spawn(name: str, cmd: list[str], env: dict[str, str], cfg: StackConfig, marker: str, url: str,
+          cwd: Path | None = None) -> Service:
+    """Start ``cmd`` in its own process group, its output appended to ``<root>/logs/<name>.log``.
 
+    Files and sockets the service creates are its owner's alone (umask 077).
+    """
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = cfg.log_dir / f"{name}.log"
     with open(log_path, "ab") as log_file:
@@ -93,14 +95,38 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], cfg: StackConfig, mark
         log_file.flush()
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-            cwd=cfg.root, start_new_session=True,  # its own process group: `down` stops it all
+            cwd=cwd or cfg.root, start_new_session=True,  # its own process group: `down` stops it all
+            umask=0o077,
         )
     _CHILDREN[proc.pid] = proc
-    try:
-        create_time = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:
-        create_time = 0.0
-    return Service(name, proc.pid, create_time, marker, url, str(log_path))
+    return Service(name, proc.pid, _await_exec(proc, marker), marker, url, str(log_path))
+
+
+def _await_exec(proc: subprocess.Popen, marker: str, timeout: float = 5.0) -> float:
+    """The start time of the program ``proc`` runs, once the kernel shows its command line.
+
+    ``Popen`` returns as soon as execve() is past its point of no return, but the kernel sets up
+    the new program's argument area a moment later: /proc/<pid>/cmdline reads empty meanwhile
+    (2-14 % of starts of the 150 MB ``weed`` binary, the more the busier the machine).
+    :meth:`Service.process` checks the command line, so a check in that window took a process
+    that had just started for one that had exited ("exited during start-up" with an empty log).
+    Waiting here closes the window.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    create_time = 0.0
+    while True:
+        try:
+            process = psutil.Process(proc.pid)
+            create_time = process.create_time()
+            if marker in " ".join(process.cmdline()):
+                return create_time
+        except psutil.Error:  # gone or a zombie: wait_until reports the exit status
+            return create_time
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return create_time
+        time.sleep(0.002)
 
 
 def stop(service: Service, timeout: float = 20.0) -> str:
@@ -205,16 +231,33 @@ def check_ports(ports: dict[str, int]) -> None:
         )
 
 
+def how_it_ended(service: Service) -> str | None:
+    """None while the service runs; else how it ended ("exited with status 1", "was killed by
+    signal 9"): the kernel's word for a service this process started (``Popen.poll``), else
+    whether the recorded process is gone."""
+    child = _CHILDREN.get(service.pid)
+    if child is None:
+        return None if service.process() is not None else "exited"
+    code = child.poll()
+    if code is None:
+        return None
+    return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+
 def wait_until(check, proc_service: Service, what: str, timeout: float) -> None:
-    """Poll ``check()`` until true; fail with the log's tail if the service exits or times out."""
+    """Poll ``check()`` until true; fail, naming the log and showing its tail, if the service
+    exits or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        if proc_service.process() is None:
-            raise StackError(f"{what} exited during start-up:\n{_log_tail(proc_service.log)}")
+        how = how_it_ended(proc_service)
+        if how is not None:
+            raise StackError(f"{what} {how} during start-up; see its log {proc_service.log}, "
+                             f"which ends:\n{_log_tail(proc_service.log)}")
         time.sleep(0.1)
-    raise StackError(f"{what} did not come up within {timeout:.0f} s:\n{_log_tail(proc_service.log)}")
+    raise StackError(f"{what} did not become healthy within {timeout:.0f} s; see its log "
+                     f"{proc_service.log}, which ends:\n{_log_tail(proc_service.log)}")
 
 
 def _log_tail(path: str, lines: int = 15) -> str:
@@ -222,4 +265,4 @@ def _log_tail(path: str, lines: int = 15) -> str:
         text = Path(path).read_text(errors="replace").splitlines()[-lines:]
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(f"    {redact(line)}" for line in text) + f"\n  (full log: {path})"
+    return "\n".join(f"    {redact(line)}" for line in text)

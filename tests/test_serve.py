@@ -1,0 +1,280 @@
+"""Serving the champion (issue 16): register logs the image-in pyfunc beside the Keras model; the
+real server (``fakeface serve``, MLflow's scoring app) on a free loopback port answers images
+posted with a real HTTP client with predict's scores, malformed requests with a 4xx that says what
+to send; ``mlflow models serve`` answers the same model; the KServe manifest validates against
+KServe's InferenceService schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from PIL import Image
+
+from fakeface.config import EvaluateConfig, Params, RegisterConfig
+
+MODEL_NAME = "fakeface-serve-test"
+SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
+SCHEMA = Path(__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.json"
+GOOD = ("a_fake.jpg", "b_real.jpg", "c.png", "d_grey.jpg", "e.webp")
+BAD = {"f_corrupt.jpg": "corrupt", "g_truncated.jpg": "corrupt", "h_notes.txt": "not_an_image"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registered(tracked_model, tmp_path_factory):
+    """Evaluate + register the tiny model in a module store; returns (root, env, threshold)."""
+    from fakeface import evaluate, register
+    from fakeface.stage_paths import EvaluatePaths, RegisterPaths
+
+    root, shards, _ = tracked_model
+    params = Params(
+        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
+        register=RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0),
+    )
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
+                                               run_info=root / "run.json", shards=shards)
+        evaluation = evaluate.run(params, evaluated)
+        result = register.run(params, RegisterPaths(model=evaluated.detector, evaluation=evaluated.metrics,
+                                                    run_info=root / "run.json", registry=root / "registry.json"))
+    assert result.registered and result.serving_uri == SERVING_URI
+    # the venv's bin first, as in an activated venv: `mlflow models serve` starts `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return root, env, evaluation["threshold"], shards
+
+
+@pytest.fixture(scope="module")
+def images(registered):
+    """Real and fake JPEGs of the data set, a PNG, a greyscale JPEG, a WebP, and three bad files."""
+    from fakeface.robustness import iter_records
+
+    root, _, _, shards = registered
+    records = list(iter_records(shards, "test"))
+    folder = root / "incoming"
+    folder.mkdir(exist_ok=True)
+    (folder / "a_fake.jpg").write_bytes(records[-1]["image"])
+    (folder / "b_real.jpg").write_bytes(records[0]["image"])
+    with Image.open(folder / "a_fake.jpg") as image:
+        image.resize((40, 30)).save(folder / "c.png")
+        image.convert("L").save(folder / "d_grey.jpg", quality=95)
+        image.save(folder / "e.webp", quality=90)
+    (folder / "f_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20)
+    (folder / "g_truncated.jpg").write_bytes(records[1]["image"][:300])
+    (folder / "h_notes.txt").write_text("not an image\n")
+    return folder
+
+
+class Server:
+    """A server subprocess on a free loopback port; stopped (and its log kept) at the end."""
+
+    def __init__(self, argv: list[str], port: int, env: dict, cwd: Path, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.handle = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.handle, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited {self.process.returncode}:\n{self.tail()}"
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"server not up in 120 s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def post(self, body, **kwargs) -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return requests.post(f"{self.url}/invocations", data=data, headers=headers, timeout=120, **kwargs)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.handle.close()
+
+
+@pytest.fixture(scope="module")
+def server(registered):
+    """``fakeface serve`` of the registered champion, 4 MB request limit."""
+    root, env, _, _ = registered
+    port = _free_port()
+    argv = [sys.executable, "-m", "fakeface", "--params", "no-such-params.yaml", "serve", "--model", SERVING_URI,
+            "--port", str(port), "--max-request-mb", "4"]
+    started = Server(argv, port, env, root, root / "serve.log")
+    yield started
+    started.stop()
+    assert started.process.returncode is not None
+
+
+def _body(folder: Path, names) -> dict:
+    from fakeface.serving import request_body
+
+    return request_body((folder / name).read_bytes() for name in names)
+
+
+def test_served_scores_are_predicts_scores(registered, images, server, monkeypatch):
+    """One request with good and bad images: every good one scored as `predict` scores its file,
+    labelled at the stored threshold; each bad one has its error and no score; nothing fails."""
+    from fakeface.predict import load_model, predict_files
+
+    root, env, threshold, _ = registered
+    names = [*GOOD, *BAD]
+    answer = server.post(_body(images, names))
+    assert answer.status_code == 200, answer.text
+    rows = dict(zip(names, answer.json()["predictions"]))
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    expected = {Path(r.path).name: r for r in predict_files(
+        load_model(f"models:/{MODEL_NAME}@champion"), [str(images / n) for n in names])}
+    for name in GOOD:
+        row = rows[name]
+        assert row["error"] is None, row
+        assert row["p_fake"] == pytest.approx(expected[name].p_fake, rel=1e-5, abs=1e-6)
+        assert row["label"] == expected[name].label == ("fake" if row["p_fake"] >= threshold else "real")
+        assert row["threshold"] == pytest.approx(threshold) and threshold != 0.5
+        assert (row["model_name"], row["model_version"]) == (MODEL_NAME, "1")
+    for name, reason in BAD.items():
+        row = rows[name]
+        assert row["p_fake"] is None and row["label"] is None and row["error"].startswith(reason), row
+        assert expected[name].error.startswith(reason)
+    # another format MLflow takes, one image a request: the same score
+    single = server.post({"inputs": {"image": [base64.b64encode((images / "c.png").read_bytes()).decode()]}})
+    assert single.json()["predictions"][0]["p_fake"] == pytest.approx(rows["c.png"]["p_fake"], rel=1e-5, abs=1e-6)
+
+
+def test_malformed_requests_get_a_4xx_saying_what_to_send(images, server):
+    jpeg = (images / "a_fake.jpg").read_bytes()
+    one = base64.b64encode(jpeg).decode()
+    cases = {
+        "not JSON (the JPEG itself)": (server.post(jpeg), 400, "dataframe_split"),
+        "wrong field": (server.post({"images": [one]}), 400, "dataframe_split"),
+        "wrong column": (server.post({"dataframe_split": {"columns": ["img"], "data": [[one]]}}), 400, "'image'"),
+        "empty list": (server.post({"dataframe_split": {"columns": ["image"], "data": []}}), 400, "no images"),
+        "empty inputs": (server.post({"inputs": {"image": []}}), 400, "no images"),
+        "too many images": (server.post({"inputs": {"image": ["x"] * 65}}), 400, "at most 64"),
+        "100 MB body": (server.post(b"{" + b"a" * (100 * 1024 * 1024)), 413, "dataframe_split"),
+        "wrong content type": (server.post("x", headers={"Content-Type": "text/plain"}), 415, "application/json"),
+    }
+    for case, (answer, status, hint) in cases.items():
+        assert answer.status_code == status, (case, answer.status_code, answer.text[:300])
+        assert hint in answer.text and "Traceback" not in answer.text, (case, answer.text[:500])
+    assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200  # still serving
+    assert server.post({"inputs": {"image": [one]}}).status_code == 200
+
+
+def test_mlflow_models_serve_answers_the_registered_model(registered, images, server):
+    """The issue's command, no conda or virtualenv: MLflow's own CLI serves the same answers."""
+    root, env, _, _ = registered
+    port = _free_port()
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    argv = [str(mlflow_cli), "models", "serve", "-m", SERVING_URI, "--env-manager", "local",
+            "--host", "127.0.0.1", "--port", str(port)]
+    started = Server(argv, port, env, root, root / "mlflow-serve.log")
+    try:
+        body = _body(images, ["a_fake.jpg", "h_notes.txt"])
+        answer = started.post(body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == server.post(body).json()
+    finally:
+        started.stop()
+
+
+def test_the_keras_champion_is_unchanged(registered, monkeypatch):
+    import mlflow
+
+    root, env, _, _ = registered
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    assert mlflow.keras.load_model(f"models:/{MODEL_NAME}@champion").input_shape == (None, 32, 32, 3)
+    info = mlflow.models.get_model_info(SERVING_URI)
+    assert info.signature.inputs.input_names() == ["image"]
+    assert info.metadata["fakeface"]["threshold"] == pytest.approx(registered[2])
+    assert json.loads((root / "registry.json").read_text())["serving_uri"] == SERVING_URI
+
+
+def _kserve_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_kserve_manifest_validates_against_the_schema(registered, tmp_path, monkeypatch, caplog):
+    from fakeface.cli import main
+    from fakeface.deploy import storage_uri
+
+    root, env, _, _ = registered
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    out = tmp_path / "isvc.yaml"
+    argv = ["--params", "no-such.yaml", "deploy", "kserve", "--model", SERVING_URI, "--out", str(out)]
+    # the test store keeps files on local disk: nothing a cluster can read, said in one line
+    assert main(argv) == 2 and "cannot read" in caplog.text and not out.exists()
+    assert main([*argv, "--storage-uri", "s3://fakeface/mlartifacts/1/models/m-abc/artifacts",
+                 "--namespace", "faces", "--secret", "faces-s3-keys"]) == 0
+    account, service = list(yaml.safe_load_all(out.read_text()))
+    validator = _kserve_validator()
+    errors = [e.message for e in validator.iter_errors(service)]
+    assert not errors, errors
+    model = service["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "mlflow"} and model["protocolVersion"] == "v2"
+    assert model["storageUri"] == "s3://fakeface/mlartifacts/1/models/m-abc/artifacts"
+    assert model["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert service["metadata"]["annotations"] == {"fakeface/registered-model": f"{MODEL_NAME}-serving v1",
+                                                  "fakeface/keras-model": f"{MODEL_NAME} v1"}
+    assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": "faces-s3-keys"}]
+    assert service["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
+    assert "AWS" not in out.read_text()  # the Secret by name only
+    # the schema is strict: a field the CRD does not have, or a wrong type, fails
+    model["storageURI"] = model.pop("storageUri")
+    service["spec"]["predictor"]["minReplicas"] = "one"
+    assert len(list(validator.iter_errors(service))) == 2
+    # a proxied MLflow location maps onto the server's S3 artifacts destination
+    assert storage_uri("mlflow-artifacts:/1/models/m-1/artifacts", "s3://b/mlartifacts/") == \
+        "s3://b/mlartifacts/1/models/m-1/artifacts"
+    assert storage_uri("s3://b/x/artifacts", "s3://other") == "s3://b/x/artifacts"
+
+
+def test_serve_and_deploy_argument_errors_exit_2(tmp_path, caplog):
+    from fakeface.cli import main
+
+    assert main(["--params", "none.yaml", "serve", "--model", str(tmp_path / "nope.keras")]) == 2
+    assert main(["--params", "none.yaml", "deploy", "kserve", "--model", "runs:/abc/model"]) == 2
+    assert "models:/<name>@<alias>" in caplog.text
+
+
+@pytest.fixture(autouse=True)
+def _drop_cli_log_handler():
+    """main() installs a stderr handler once per process; remove it after each test."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_fakeface", False)]:
+        root.removeHandler(handler)
