@@ -214,7 +214,7 @@ def _sha256(path: Path) -> str:
 def test_s3_stopped_during_register_then_register_alone_succeeds(client, tiny_model, tmp_path, monkeypatch):
     import mlflow
 
-    from fakeface import tracking
+    from fakeface import register, tracking
 
     cfg = client
     model_file, _, params = tiny_model
@@ -223,13 +223,20 @@ def test_s3_stopped_during_register_then_register_alone_succeeds(client, tiny_mo
     shutil.copyfile(model_file, models / "model.keras")
     shutil.copyfile(model_file, models / "detector.keras")
     evaluation = tmp_path / "evaluate.json"
-    evaluation.write_text(json.dumps({"auc": 0.9, "threshold": 0.5}))
+    per_class = {"precision": 0.9, "recall": 0.8, "f1-score": 0.85, "support": 6}
+    evaluation.write_text(json.dumps({  # what evaluate writes, as far as register and its card read it
+        "auc": 0.9, "threshold": 0.5, "accuracy": 0.85, "average_precision": 0.9, "n": 12,
+        "real": per_class, "fake": per_class, "threshold_0_5": {"accuracy": 0.85},
+        "threshold_selection": {"method": "fixed"},
+    }))
     tracking.configure(params.tracking.experiment)
     with mlflow.start_run(run_name="fault-register") as run:
         tracking.write_run_info(models / "run.json", run.info.run_id, run.info.experiment_id)
     params = small_params(register={"min_test_auc": 0.0, "model_name": "fault-detector"})
+    absent = tmp_path / "absent.json"  # no robustness, slices or external metrics: the card says so
     paths = RegisterPaths(model=models / "detector.keras", evaluation=evaluation, run_info=models / "run.json",
-                          registry=tmp_path / "registry.json")
+                          robustness=absent, slices=absent, external_metrics=absent,
+                          registry=models / "registry.json", card=models / "model_card.md")
     before = {p.name: _sha256(p) for p in models.iterdir()}
 
     # --- S3 stops once register has begun (its settings logged, the model not yet uploaded)
@@ -243,23 +250,24 @@ def test_s3_stopped_during_register_then_register_alone_succeeds(client, tiny_mo
 
     monkeypatch.setattr(tracking, "log_stage_settings", settings_then_stop_s3)
     with pytest.raises(FakefaceError) as caught:
-        get_stage("register").run(params, paths)
+        register.run(params, paths)
+    assert stopped, f"register failed before S3 was stopped: {caught.value}"
     seconds = time.monotonic() - stopped[0]
     message = str(caught.value)
     print(f"\nregister: S3 stopped; a clear error after {seconds:.1f} s: {message}")
     assert "\n" not in message and f"MLflow tracking server at {cfg.tracking_uri}" in message
     assert "artifact store (S3)" in message and "fakeface stack up" in message
     assert seconds < FAIL_WITHIN_S
-    assert {p.name: _sha256(p) for p in models.iterdir()} == before  # models/ untouched
-    assert not Path(paths.registry).exists()
+    assert {p.name: _sha256(p) for p in models.iterdir()} == before  # models/ untouched: no registry.json, no card
 
     # --- S3 is back: register alone, rerun, succeeds
     monkeypatch.setattr(tracking, "log_stage_settings", original)
     assert stack.up(cfg).started == ["seaweedfs"]
-    registration = get_stage("register").run(params, paths)
+    registration = register.run(params, paths)
     assert registration.registered and registration.version
     assert json.loads(Path(paths.registry).read_text())["version"] == registration.version
-    assert {p.name: _sha256(p) for p in models.iterdir()} == before
+    assert Path(paths.card).is_file()
+    assert {p.name: _sha256(p) for p in models.iterdir() if p.name in before} == before
     local = mlflow.artifacts.download_artifacts(f"models:/fault-detector@{registration.alias}",
                                                 dst_path=str(tmp_path / "dl"))
     assert (Path(local) / "MLmodel").is_file()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,10 @@ REQUEST_HELP = (
 )
 
 
+#: Bytes that are base64 text, not an image file (every image format starts with bytes outside it).
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+|data:[-\w./+]+;base64,[A-Za-z0-9+/=\s]*")
+
+
 def serving_model_name(model_name: str) -> str:
     """The registered name of the image-in model beside the Keras model ``model_name``."""
     return f"{model_name}-serving"
@@ -79,9 +84,12 @@ def _bad_request(message: str) -> MlflowException:
 
 def image_bytes(value: Any, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """One ``image`` cell to the encoded file's bytes: base64 text (line breaks and a
-    ``data:image/...;base64,`` prefix allowed) or, from Python, bytes as they are."""
+    ``data:image/...;base64,`` prefix allowed), or bytes: the file's own, or base64 text as bytes
+    (as a v2-protocol server such as MLServer may hand over a BYTES input)."""
     from fakeface.predict import InputError
 
+    if isinstance(value, (bytes, bytearray)) and BASE64_TEXT.fullmatch(bytes(value[:256])):
+        value = bytes(value).decode("ascii")
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, str):
