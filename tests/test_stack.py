@@ -29,6 +29,7 @@ from conftest import ROOT, small_params
 from fakeface import FakefaceError, stack
 from fakeface.stack import mlflow_server
 from fakeface.stack.process import how_it_ended, spawn, stop, wait_until, write_state
+from fakeface.stack.seaweedfs import tmp_sockets
 
 def _has_weed() -> bool:
     try:
@@ -774,6 +775,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in pids)
     assert all(_port_free(p) for p in cfg.ports().values())
+    assert not [p for p in tmp_sockets(cfg) if p.exists()]  # weed's sockets in /tmp: removed
     assert all(not row.running for row in stack.status(cfg))
     with pytest.raises(FakefaceError, match="not reachable"):
         stack.check_tracking_server(cfg.tracking_uri)

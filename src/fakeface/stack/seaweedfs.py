@@ -99,10 +99,17 @@ def tmp_sockets(cfg: StackConfig) -> list[Path]:
 
 
 def remove_stale_sockets(cfg: StackConfig) -> None:
-    """After weed stopped: the sockets it leaves behind (ours only, by owner)."""
+    """The sockets a stopped weed leaves behind: ours (by owner) that nothing listens on."""
+    import socket
+
     for sock in [*(cfg.weed_dir / "run").glob("*.sock"), *tmp_sockets(cfg)]:
         try:
-            if sock.is_socket() and sock.stat().st_uid == os.getuid():
-                sock.unlink()
+            if not sock.is_socket() or sock.stat().st_uid != os.getuid():
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1)
+                probe.connect(str(sock))  # someone listens: not stale
+        except ConnectionRefusedError:
+            sock.unlink(missing_ok=True)
         except OSError:
             pass
