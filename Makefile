@@ -2,19 +2,22 @@
 #   make run    set up, then run the whole pipeline (dvc repro) on the embedded synthetic data
 #   make test   set up, then run the test suite
 #   make bench  benchmarks -> bench/results/latest.md (see README, Benchmarks)
+#   make image  the project image with podman or docker (docker/build.sh; BASE_IMAGE, TAG)
+#   make lock   rewrite docker/requirements.lock from this venv (after changing dependencies)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui clean bench
+.PHONY: setup run test test-fast ui clean bench image lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The versions of docker/requirements.lock (the image's), so the tests run what the image runs.
+$(VENV)/.installed: pyproject.toml docker/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c docker/requirements.lock -e ".[dev]"
 	touch $@
 
 run: setup
@@ -33,6 +36,14 @@ test-fast: setup
 
 bench: setup  ## benchmarks (GitHub issue 8): bench/results/latest.{json,md}, ~5-15 min on 2 cores
 	$(BIN)/python -m bench
+
+# Where no registry is reachable: docker/base-image.sh && make image BASE_IMAGE=localhost/fakeface-base:bookworm
+image:  ## the project image with podman or docker (tag: TAG, default localhost/fakeface:<version>)
+	docker/build.sh $(TAG)
+
+# From the venv as it is (after `pip install -e .` of changed dependencies), not through setup.
+lock:
+	$(BIN)/python docker/lock.py
 
 ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///mlflow.db

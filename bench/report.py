@@ -140,6 +140,32 @@ def rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_row("pipeline: kfp.local run_local (same params)", pl.get("kfp_local_s"), "s"))
         r = _ratio(pl.get("kfp_local_s"), pl.get("dvc_repro_s"))
         out.append(_row("pipeline: kfp.local / dvc repro", r, "x", "<= 1.3", None if r is None else r <= 1.3))
+    if (ct := raw.get("containers")) and "error" not in ct:
+        if "skipped" in ct:
+            out.append(_row("containers: image and DockerRunner", f"skipped: {ct['skipped']}"))
+        else:
+            size = ct.get("image_bytes")
+            out.append(_row("containers: image size", None if size is None else size / 1e9, "GB",
+                            note="podman image inspect .Size; TensorFlow alone is ~1.9 GB of it"))
+            out.append(_row("containers: base image from Debian packages (mmdebstrap)", ct.get("base_s"), "s"))
+            out.append(_row("containers: cold image build (no layer cache, base present)", ct.get("cold_build_s"), "s",
+                            note="dependencies from the package index (docker/requirements.lock)"))
+            code = ct.get("code_rebuild_s")
+            out.append(_row("containers: rebuild after a code-only change", code, "s", "< 60 s",
+                            None if code is None else code < 60,
+                            note="only the project layer (pip install --no-deps .) is rebuilt"))
+            out.append(_row("containers: rebuild, nothing changed", ct.get("nochange_rebuild_s"), "s"))
+            note = ct.get("params_note", "")
+            out.append(_row("containers: pipeline, SubprocessRunner", ct.get("subprocess_s"), "s", note=note))
+            out.append(_row("containers: pipeline, DockerRunner (every step in the image)", ct.get("docker_s"), "s",
+                            note="same params, same MLflow server (the stack)"))
+            r = _ratio(ct.get("docker_s"), ct.get("subprocess_s"))
+            out.append(_row("containers: DockerRunner / SubprocessRunner", r, "x", "<= 1.5",
+                            None if r is None else r <= 1.5))
+            out.append(_row("containers: DockerRunner, second run with train.dropout changed",
+                            ct.get("docker_cached_s"), "s", note="ingest, eda, augment, preview from the cache"))
+            r = _ratio(ct.get("docker_cached_s"), ct.get("docker_s"))
+            out.append(_row("containers: cached second run / first run", r, "x", "< 1", None if r is None else r < 1))
     for name, section in raw.items():
         if isinstance(section, dict) and "error" in section:
             out.append(_row(f"{name}: FAILED", section["error"][:120], "", ok=False))

@@ -386,6 +386,138 @@ def section_pipeline(work: Path) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- containers (issue 12)
+
+#: What docker/build.sh sends to the build (the Dockerfile's COPYs and the scripts).
+IMAGE_CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "docker", "src", "components",
+                 "pipelines")
+
+
+def _timed(args: list[str], env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("a") as sink:
+        done = subprocess.run(args, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{args} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def _image_builds(work: Path) -> dict[str, Any]:
+    """Build times on a copy of the build context (so a touched source is the copy's): the base
+    image from Debian's packages, the image with no layer cache (dependencies from the index),
+    a rebuild after a code-only change, a rebuild with no change; the image's size."""
+    from bench import containers
+
+    ctx = work / "image-context"
+    shutil.rmtree(ctx, ignore_errors=True)
+    ctx.mkdir(parents=True)
+    for name in IMAGE_CONTEXT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, ctx / name)
+    log = work / "image-builds.log"
+    env = containers.engine_env()
+    base, tag = "localhost/fakeface-base:bench", "localhost/fakeface:bench"
+    build = [str(ctx / "docker" / "build.sh"), tag]
+    out: dict[str, Any] = {}
+    try:
+        containers.remove_image(base)
+        out["base_s"] = _timed([str(ctx / "docker" / "base-image.sh"), base], env, log)
+        env = {**env, "BASE_IMAGE": base}
+        out["cold_build_s"] = _timed(build, {**env, "NO_CACHE": "1"}, log)
+        out["image_bytes"] = containers.image_size(tag)
+        # a code change (the engine keys COPY layers on content: a mere touch rebuilds nothing)
+        with (ctx / "src" / "fakeface" / "__init__.py").open("a") as source:
+            source.write(f"# bench: a code-only change {time.time()}\n")
+        out["code_rebuild_s"] = _timed(build, env, log)
+        out["nochange_rebuild_s"] = _timed(build, env, log)
+    finally:
+        containers.remove_image(tag)
+        containers.remove_image(base)
+    return out
+
+
+def section_containers(work: Path) -> dict[str, Any]:
+    """The image (size, builds) and the training pipeline under kfp.local's DockerRunner (every
+    step a container of the image) against SubprocessRunner (every step a process of this Python),
+    with the same tiny params and the same MLflow server (the project's stack); then a second
+    DockerRunner run with only train.dropout changed (ingest, eda, augment, preview cached).
+
+    Opt-in (``python -m bench --only containers``): it needs podman or docker, builds the image
+    twice (one cold build: ~700 MB from the package index) and takes 10-20 min on 2 cores."""
+    import random
+    import socket
+
+    from bench import containers
+    from fakeface import stack
+    from fakeface.config import parse_params
+    from fakeface.pipelines.settings import KubeflowSettings
+    from fakeface.pipelines.training import run_local
+
+    reason = containers.why_unusable()
+    if reason:
+        return {"skipped": reason}
+    out: dict[str, Any] = _image_builds(work)
+    # the image the pipeline runs in: this tree's, built the ordinary (cached) way
+    containers.build_image(containers.IMAGE, containers.BASE_IMAGE, log=work / "image-builds.log")
+
+    def free_port() -> int:
+        while True:
+            port = random.randrange(10000, 30000)
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + stack.GRPC_OFFSET))
+                    return port
+                except OSError:
+                    continue
+
+    names = ("s3_port", "master_port", "volume_port", "filer_port", "admin_port", "mlflow_port")
+    ports = {}
+    for name in names:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
+    for name in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", stack.DIR_ENV):
+        os.environ.pop(name, None)
+    cfg = stack.load_config(work / "containers-stack", **ports)
+    params = parse_params(TINY_PARAMS)
+    changed = parse_params(_merge(TINY_PARAMS, {"train": {"dropout": 0.3}}))
+    # The same graph for both runners; checkpoints in each step's scratch folder (not /checkpoints
+    # on this machine for the subprocess run); no retries.
+    settings = KubeflowSettings(image=containers.IMAGE, retries=0, checkpoint_pvc=None)
+    try:
+        stack.up(cfg)
+        login = stack.resolve_mlflow_login(cfg.root, create=False).env()
+        os.environ.update(login)
+
+        def run(name: str, p, runner=None, workdir: Path | None = None) -> float:
+            root = workdir or work / f"kfp-{name}"
+            if workdir is None:
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir(parents=True)
+                root.chmod(0o777)  # the steps of the image run as uid 10001
+            start = time.perf_counter()
+            outputs = run_local(p, workdir=root, mlflow_tracking_uri=cfg.tracking_uri, settings=settings,
+                                runner=runner, enable_caching=True, env=login)
+            took = time.perf_counter() - start
+            if not (Path(outputs["evaluation"].path) / "evaluate.json").is_file():
+                raise RuntimeError(f"{name}: no evaluate.json (a step failed; DockerRunner may still say SUCCESS)")
+            return took
+
+        out["subprocess_s"] = run("subprocess", params)
+        with containers.docker_api(work / "engine"):
+            out["docker_s"] = run("docker", params, containers.docker_runner())
+            out["docker_cached_s"] = run("docker-cached", changed, containers.docker_runner(), work / "kfp-docker")
+    finally:
+        stack.down(cfg)
+    out["params_note"] = TINY_NOTE
+    return out
+
+
 # --------------------------------------------------------------------------- plumbing
 
 SECTIONS = {
@@ -394,6 +526,7 @@ SECTIONS = {
     "inference": section_inference,
     "scale": section_scale,
     "pipeline": section_pipeline,
+    "containers": section_containers,
 }
 
 

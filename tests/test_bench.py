@@ -54,3 +54,19 @@ def test_markdown_has_the_columns_and_every_row():
 def test_a_failed_section_shows_as_a_miss():
     verdicts = _verdicts(rows({"pipeline": {"error": "section exited 1"}}))
     assert verdicts == {"pipeline: FAILED": "MISS"}
+
+
+def test_container_rows():
+    """The opt-in containers section (issue 12): image, builds, DockerRunner against SubprocessRunner."""
+    raw = {"containers": {"image_bytes": 3.3e9, "base_s": 30.0, "cold_build_s": 150.0, "code_rebuild_s": 12.0,
+                          "nochange_rebuild_s": 5.0, "subprocess_s": 100.0, "docker_s": 140.0,
+                          "docker_cached_s": 60.0, "params_note": "tiny"}}
+    table = {row["benchmark"]: row for row in rows(raw)}
+    assert table["containers: image size"]["measured"] == "3.30 GB"
+    assert table["containers: rebuild after a code-only change"]["verdict"] == "PASS"
+    assert table["containers: DockerRunner / SubprocessRunner"]["verdict"] == "PASS"  # 1.4 <= 1.5
+    assert table["containers: cached second run / first run"]["verdict"] == "PASS"
+    slow = rows({"containers": {**raw["containers"], "docker_s": 160.0}})
+    assert _verdicts(slow)["containers: DockerRunner / SubprocessRunner"] == "MISS"
+    skipped = rows({"containers": {"skipped": "no container engine"}})
+    assert [row["verdict"] for row in skipped] == ["skipped"]

@@ -54,6 +54,8 @@ def project(tmp_path):
     (tmp_path / "models/detector.keras").write_text("not a model either")
     (tmp_path / "models/run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment_id": "0"}))
     (tmp_path / "metrics/evaluate.json").write_text("nope")
+    for name in ("robustness", "slices", "external"):
+        (tmp_path / f"metrics/{name}.json").write_text("{}")
     return tmp_path
 
 

@@ -86,7 +86,7 @@ def test_registry_lookups_say_what_exists() -> None:
 
 def test_readme_layout_table_is_rendered_from_the_registry() -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Real data\n", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n## Real data", 1)[1].split("\n## ", 1)[0]
     assert START in section and END in section, "README.md's 'Real data' section holds the layout table"
     block = section.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == markdown_table().strip(), (
