@@ -42,14 +42,10 @@ TensorFlow is imported lazily, inside the functions that need it, so that import
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import math
-import os
-import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fakeface import CLASS_NAMES, LABEL_INDEX, SPLITS, FakefaceError
+from fakeface.atomic import commit_dir, is_disk_full, staging_dir
 from fakeface.logs import progress
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -206,10 +203,10 @@ def write_shards(manifest: pd.DataFrame, out_dir: Path, shard_size: int) -> dict
     out_dir = Path(out_dir)
     with _disk_full_is_an_error(out_dir):
         target = out_dir.resolve() if out_dir.is_symlink() else out_dir  # a link to another disk stays one
-        staging = _staging_dir(target)
+        staging = staging_dir(target)
         try:
             index = _write_all(manifest, staging, shard_size)
-            _commit(staging, target)
+            commit_dir(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already when committed
     return index
@@ -240,7 +237,7 @@ def _disk_full_is_an_error(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = is_disk_full(error)
         if not (full or type(error).__name__ == "ResourceExhaustedError"):  # tf.errors, not imported here
             raise
         where = next((p for p in (path, *path.parents) if p.exists()), Path("."))
@@ -249,47 +246,6 @@ def _disk_full_is_an_error(path: Path) -> Iterator[None]:
             f"disk full writing {path}: {text} ({shutil.disk_usage(where).free:,} bytes free "
             "there); the previous shards are as they were and nothing partial was left"
         ) from None
-
-
-def _staging_dir(out_dir: Path) -> Path:
-    """A new, empty sibling of ``out_dir`` (``.<name>.partial-<pid>-<random>``), after removing the
-    siblings of runs whose process is gone (killed mid-write)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(partial|old)-(\d+)-[0-9a-f]+$")
-    for sibling in out_dir.parent.iterdir():
-        match = pattern.match(sibling.name)
-        if match and not _pid_alive(int(match[2])):
-            shutil.rmtree(sibling, ignore_errors=True)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    staging.mkdir()
-    return staging
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _commit(staging: Path, out_dir: Path) -> None:
-    """Rename the old folder aside, the new one in, delete the old: ``out_dir`` is always a whole
-    set of shards (or, for an instant, absent), never part of one."""
-    aside = None
-    if out_dir.is_symlink() or out_dir.exists():
-        aside = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        os.rename(out_dir, aside)
-    os.rename(staging, out_dir)
-    if aside is not None:
-        if aside.is_dir() and not aside.is_symlink():
-            shutil.rmtree(aside)
-        else:
-            aside.unlink()
 
 
 def _file_sha256(path: Path) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from fakeface.config import DataConfig
 from fakeface.ingest.archives import extract_zip
 from fakeface.ingest.entries import Entry, IngestError
-from fakeface.ingest.files import remove_tree
+from fakeface.atomic import remove_tree
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.layouts.csv_list import CsvList
 

@@ -30,7 +30,7 @@ from fakeface.images import Problem, pil_limits
 from fakeface.ingest.decisions import assign_splits, cross_dataset_splits, resolve_duplicates
 from fakeface.ingest.entries import Entry, IngestError
 from fakeface.ingest.examine import DEFAULT_WORKERS, examine, normalize, ordered_map
-from fakeface.ingest.files import commit_dir, is_disk_full, remove_tree, staging_dir
+from fakeface.atomic import commit_dir, is_disk_full, remove_tree, staging_dir
 from fakeface.ingest.layouts import detect_layout, expected_layouts
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.report import (
