@@ -21,10 +21,11 @@ same CPU; the container results were bit-identical to the in-process ones (shard
 training history, every metric). The test allows 1e-6 absolute on the metrics and requires the
 confusion matrix, the shards and the history to be equal.
 
-Time on 2 shared cores, once the image is built (the engine caches its layers; a code change
-rebuilds only the project layer, ~10-15 s): about 5-6 min (two pipeline runs ~3 and ~2 min, the
-in-process reference ~40 s, the stack ~20 s). Cold (CI: no image, no base) add ~3-7 min: the
-Debian base ~30 s, the dependency layer 2-6 min depending on the package index and the load.
+Time on 2 shared cores, once the image is built (the engine keys layers on content: a code change
+rebuilds only the project layer, ~15-20 s; a mere touch rebuilds nothing): 3-4.5 min (the first
+pipeline run 1.5-2 min, the second ~1 min, the in-process reference ~40 s, the stack ~20 s). Cold
+(CI: no image, no base) add 4-5 min: the Debian base 35-55 s, the image 2.5-3.5 min (mostly the
+~700 MB of locked wheels from the package index), more when the index or the machine is slow.
 """
 
 from __future__ import annotations
