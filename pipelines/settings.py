@@ -190,7 +190,9 @@ class KubeflowSettings:
         that the resource requests have no effect, so the graph that runs locally is the one a
         cluster runs.
         """
-        return replace(self, mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=None,
+        # No checkpoint volume: on this machine /checkpoints is no claim, and train's scratch
+        # folder (or FAKEFACE_CHECKPOINT_DIR from extra_env) serves.
+        return replace(self, mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=None, checkpoint_pvc=None,
                        extra_env=tuple(sorted((extra_env or {}).items())))
 
     def env(self) -> dict[str, str]:
