@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,17 @@ def mlflow_store(tmp_path, monkeypatch):
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
+
+
+def port_free(port: int) -> bool:
+    """Bindable the way the servers bind (SO_REUSEADDR: a closed connection in TIME_WAIT is fine)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def small_params(**sections):

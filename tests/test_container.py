@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import random
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from bench import containers
-from conftest import small_params
+from conftest import port_free, small_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(2400)]
 
@@ -83,14 +82,6 @@ def docker_host(engine_ready, tmp_path_factory):
         yield url
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _stack_ports() -> dict[str, int]:
@@ -107,7 +98,7 @@ def _stack_ports() -> dict[str, int]:
         while True:
             port = rng.randrange(10000, low - stack.GRPC_OFFSET)
             pair = {port, port + stack.GRPC_OFFSET}
-            if not pair & taken and all(_port_free(p) for p in pair):
+            if not pair & taken and all(port_free(p) for p in pair):
                 taken |= pair
                 ports[name] = port
                 break

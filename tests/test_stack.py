@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, small_params
+from conftest import ROOT, port_free, small_params
 from fakeface import FakefaceError, stack
 from fakeface.stack import mlflow_server
 from fakeface.stack.process import how_it_ended, spawn, stop, wait_until, write_state
@@ -45,15 +45,6 @@ pytestmark = pytest.mark.timeout(300)
 # --------------------------------------------------------------------------- helpers
 
 
-def _port_free(port: int) -> bool:
-    """Bindable the way the servers bind (SO_REUSEADDR: a closed connection in TIME_WAIT is fine)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _ephemeral_low() -> int:
@@ -77,7 +68,7 @@ def free_stack_ports() -> dict[str, int]:
         while True:
             port = rng.randrange(10000, top)
             pair = {port, port + stack.GRPC_OFFSET}
-            if pair & taken or not all(_port_free(p) for p in pair):
+            if pair & taken or not all(port_free(p) for p in pair):
                 continue
             taken |= pair
             ports[name] = port
@@ -774,7 +765,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
     assert capsys.readouterr().out.splitlines() == ["mlflow: stopped", "seaweedfs: stopped"]
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in pids)
-    assert all(_port_free(p) for p in cfg.ports().values())
+    assert all(port_free(p) for p in cfg.ports().values())
     assert not [p for p in tmp_sockets(cfg) if p.exists()]  # weed's sockets in /tmp: removed
     assert all(not row.running for row in stack.status(cfg))
     with pytest.raises(FakefaceError, match="not reachable"):
