@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -141,32 +142,40 @@ def inspect_image(path: str | Path, max_pixels: int) -> ImageInfo | Problem:
     except OSError as error:
         return Problem("unreadable", f"cannot open: {_error_text(error)}")
     with handle:
+        return inspect_stream(handle, max_pixels, not_image=f"content is not a recognised image (extension {extension})")
+
+
+def inspect_stream(handle: Any, max_pixels: int, formats: tuple[str, ...] | None = None,
+                   not_image: str = "content is not a recognised image") -> ImageInfo | Problem:
+    """The content checks of :func:`inspect_image` on an open binary stream (a file, or the bytes
+    of a request): the header, the pixel count from the header before decoding, a full decode.
+    ``formats`` limits what PIL may identify it as; ``not_image`` is the detail when it is none."""
+    try:
+        image = Image.open(handle, formats=formats)
+    except Image.DecompressionBombError as error:
+        return Problem("too_large", _bomb_detail(error, max_pixels))
+    except UnidentifiedImageError:
+        return Problem("not_an_image", not_image)
+    except Exception as error:  # PIL raises many types for a malformed header
+        return Problem("corrupt", f"bad header: {_error_text(error)}")
+    with image:
+        width, height = image.size
+        image_format = "JPEG" if image.format in JPEG_FORMATS else str(image.format)
+        info = ImageInfo(width, height, image_format, image.mode)
+        if width <= 0 or height <= 0:
+            return Problem("corrupt", f"header says {width}x{height} pixels")
+        if width * height > max_pixels:
+            return Problem(
+                "too_large", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}"
+            )
         try:
-            image = Image.open(handle)
+            image.load()
         except Image.DecompressionBombError as error:
             return Problem("too_large", _bomb_detail(error, max_pixels))
-        except UnidentifiedImageError:
-            return Problem("not_an_image", f"content is not a recognised image (extension {extension})")
-        except Exception as error:  # PIL raises many types for a malformed header
-            return Problem("corrupt", f"bad header: {_error_text(error)}")
-        with image:
-            width, height = image.size
-            image_format = "JPEG" if image.format in JPEG_FORMATS else str(image.format)
-            info = ImageInfo(width, height, image_format, image.mode)
-            if width <= 0 or height <= 0:
-                return Problem("corrupt", f"header says {width}x{height} pixels")
-            if width * height > max_pixels:
-                return Problem(
-                    "too_large", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}"
-                )
-            try:
-                image.load()
-            except Image.DecompressionBombError as error:
-                return Problem("too_large", _bomb_detail(error, max_pixels))
-            except MemoryError:
-                return Problem("too_large", f"{width}x{height}: out of memory while decoding")
-            except Exception as error:  # truncated data, bad Huffman tables, zlib errors ...
-                return Problem("corrupt", f"decode failed: {_error_text(error)}")
+        except MemoryError:
+            return Problem("too_large", f"{width}x{height}: out of memory while decoding")
+        except Exception as error:  # truncated data, bad Huffman tables, zlib errors ...
+            return Problem("corrupt", f"decode failed: {_error_text(error)}")
     return info
 
 

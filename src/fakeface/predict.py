@@ -180,41 +180,22 @@ BYTES_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")  # JPEG cov
 
 
 def inspect_bytes(data: bytes, max_pixels: int = 40_000_000) -> Any:
-    """:func:`fakeface.images.inspect_image`'s content checks on encoded bytes (there is no file:
+    """:func:`fakeface.images.inspect_stream` (the content checks ingest makes) on encoded bytes (there is no file:
     no name, so no extension check): the header, the pixel limit from the header before any
     decoding, then a full decode. Returns its :class:`fakeface.images.ImageInfo`; raises
     :class:`InputError` with the same reason words (``empty``, ``not_an_image``, ``too_large``,
     ``corrupt``)."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
-
-    from fakeface.images import JPEG_FORMATS, ImageInfo
+    from fakeface.images import Problem, inspect_stream
 
     if not data:
         raise InputError("empty: zero bytes")
-    try:
-        image = Image.open(io.BytesIO(data), formats=BYTES_FORMATS)
-    except Image.DecompressionBombError as error:
-        raise InputError(f"too_large: decompression bomb guard: {error}") from None
-    except UnidentifiedImageError:
-        raise InputError("not_an_image: content is not a JPEG, PNG, WebP, GIF, BMP, TIFF or PPM image") from None
-    except Exception as error:  # PIL raises many types for a malformed header
-        raise InputError(f"corrupt: bad header: {type(error).__name__}: {error}") from None
-    with image:
-        width, height = image.size
-        info = ImageInfo(width, height, "JPEG" if image.format in JPEG_FORMATS else str(image.format), image.mode)
-        if width <= 0 or height <= 0:
-            raise InputError(f"corrupt: header says {width}x{height} pixels")
-        if width * height > max_pixels:
-            raise InputError(f"too_large: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
-        try:
-            image.load()
-        except (Image.DecompressionBombError, MemoryError) as error:
-            raise InputError(f"too_large: {width}x{height}: {type(error).__name__}") from None
-        except Exception as error:  # truncated data, bad Huffman tables, zlib errors ...
-            raise InputError(f"corrupt: decode failed: {type(error).__name__}: {error}") from None
-    return info
+    found = inspect_stream(io.BytesIO(data), max_pixels, formats=BYTES_FORMATS,
+                           not_image="content is not a JPEG, PNG, WebP, GIF, BMP, TIFF or PPM image")
+    if isinstance(found, Problem):
+        raise InputError(f"{found.reason}: {found.detail}")
+    return found
 
 
 def to_model_input_from_bytes(data: bytes, info: Any, size: int) -> np.ndarray:
