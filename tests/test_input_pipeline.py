@@ -35,8 +35,9 @@ def test_flip_on_uint8_draws_what_the_float_augmenter_draws(synthetic_shards, cr
 
     params, shards = synthetic_shards
     flip = only(crop_and_flip, "flip")
-    (images, _, seeds), = batches(make_dataset(shards, "train", 32, 8, training=True, augment=flip,
-                                               seed=5, with_seeds=True), 1)
+    ((images, seeds), _), = [((x.numpy(), s.numpy()), y.numpy()) for (x, s), y in
+                             make_dataset(shards, "train", 32, 8, training=True, augment=crop_and_flip, seed=5,
+                                          augment_on_device=True).take(1)]
     (plain, _), = batches(make_dataset(shards, "train", 32, 8, training=True, augment=None, seed=5), 1)
     assert images.dtype == np.float32
     flipped = 0

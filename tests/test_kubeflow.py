@@ -7,7 +7,7 @@ platform spec written by kfp-kubernetes). The slow test runs the whole pipeline 
 it gives the same test metrics as the stage functions called in-process, the way ``dvc repro``
 calls them, with the same params and seed.
 
-Tolerance: training is deterministic (``set_determinism``: seeded, ``enable_op_determinism``) and
+Tolerance: training is deterministic (``fakeface.devices.apply``: seeded, deterministic ops on a CPU) and
 both paths run the same code on the same CPU with identical shards (their digests are compared),
 so the metrics are expected to be bit-identical; the test allows 1e-6 absolute, and the confusion
 matrix must be equal.

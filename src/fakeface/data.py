@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
@@ -32,6 +33,7 @@ import tensorflow as tf
 from fakeface import FakefaceError
 from fakeface.augmentations import OPS, augmentation_seeds, build_augmenter
 from fakeface.config import AugmentConfig
+from fakeface.config.augment import get_augmentation
 from fakeface.shards import INDEX_NAME, parse_example, read_index, shard_files
 
 log = logging.getLogger(__name__)
@@ -73,21 +75,60 @@ def decode_uint8(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def split_augmentations(augment: AugmentConfig | None) -> tuple[AugmentConfig | None, AugmentConfig | None]:
-    """The enabled augmentations split into those exact on uint8 pixels (run in the per-image
-    decode map) and the rest (run per image in float32): ``(uint8 part, float part)``, either
-    None when empty. Each keeps its own seed, so the split changes no draw."""
+@dataclass(frozen=True)
+class AugmentationPlan:
+    """Where each enabled augmentation of a training run is computed.
+
+    ``uint8``: pixel moves, exact on uint8, in the per-image decode map; ``host``: the rest, per
+    image in float32 in the CPU input pipeline; ``device``: per image in float32 inside the
+    training step, on the training device. Each part keeps every augmentation's own seed and the
+    parts run in registry order, so the plan changes where an image is computed, never the image.
+    """
+
+    uint8: AugmentConfig | None = None
+    host: AugmentConfig | None = None
+    device: AugmentConfig | None = None
+    #: Each enabled augmentation's place: ``input-uint8``, ``input`` or ``step``.
+    where: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """``name:place`` pairs in the order they are applied (``none`` when nothing is enabled)."""
+        return " ".join(f"{name}:{place}" for name, place in self.where.items()) or "none"
+
+
+def _only(augment: AugmentConfig, names: list[str]) -> AugmentConfig | None:
+    """``augment`` with just ``names`` enabled (None when empty)."""
+    if not names:
+        return None
+    update = {name: getattr(augment, name).model_copy(update={"enabled": name in names})
+              for name in augment.enabled()}
+    return augment.model_copy(update=update)
+
+
+def plan_augmentations(augment: AugmentConfig | None, on_device: bool = False) -> AugmentationPlan:
+    """Split the enabled augmentations between the input pipeline and the training step.
+
+    On the device (``on_device``) the step takes the longest tail of the float augmentations that
+    all have GPU kernels; everything up to the last host-only one (JPEG coding, the antialiased
+    resize: :attr:`~fakeface.config.augment.AugmentationSpec.host_only`) stays in the input
+    pipeline, where it runs in parallel on the CPU cores, since moving it behind a device
+    augmentation would change the order and so the images.
+    """
     if augment is None or not augment.enabled():
-        return None, None
+        return AugmentationPlan()
     enabled = augment.enabled()
-
-    def keep(names: set[str]) -> AugmentConfig | None:
-        if not names:
-            return None
-        update = {name: getattr(augment, name).model_copy(update={"enabled": name in names}) for name in enabled}
-        return augment.model_copy(update=update)
-
-    return keep(set(enabled) & UINT8_AUGMENTATIONS), keep(set(enabled) - UINT8_AUGMENTATIONS)
+    pixel_moves = [name for name in enabled if name in UINT8_AUGMENTATIONS]
+    computing = [name for name in enabled if name not in UINT8_AUGMENTATIONS]
+    split = 0
+    if on_device:
+        host_only = [i for i, name in enumerate(computing) if get_augmentation(name).host_only]
+        split = host_only[-1] + 1 if host_only else 0
+    else:
+        split = len(computing)
+    host, device = computing[:split], computing[split:]
+    where = {name: "input-uint8" if name in pixel_moves else "input" if name in host else "step"
+             for name in enabled}
+    return AugmentationPlan(_only(augment, pixel_moves), _only(augment, host), _only(augment, device), where)
 
 
 def cache_key(shards_dir: Path, splits: Sequence[str], image_size: int) -> str:
@@ -131,7 +172,7 @@ def make_dataset(
     with_ids: bool = False,
     cache: str = "none",
     cache_dir: str | Path | None = None,
-    with_seeds: bool = False,
+    augment_on_device: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` (``(images, labels, paths)`` with ``with_ids``).
 
@@ -142,15 +183,18 @@ def make_dataset(
 
     ``cache``: ``none`` (decode every epoch), ``memory`` (refused when it would not fit) or
     ``disk`` (files under ``cache_dir``, named by the data, splits and size, so a change of either
-    never reads a stale cache). ``with_seeds`` (training on the device): the float augmentations
-    are not applied here; batches carry each image's ``[2]`` seed as ``(images, labels, seeds)``
-    for the training step to apply them (:class:`fakeface.model.DeviceAugmentation`).
+    never reads a stale cache). ``augment_on_device``: the augmentations that
+    :func:`plan_augmentations` gives the training step are not applied here; the batches then
+    carry each image's ``[2]`` seed as ``((images, seeds), labels)`` for the step to apply them
+    (:class:`fakeface.train_step.AugmentingTrainer`).
     """
     shards_dir = Path(shards_dir)
     splits = [split] if isinstance(split, str) else list(split)
     files = [f for name in splits for f in shard_files(shards_dir, name)]
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) or None)
-    uint8_part, float_part = split_augmentations(augment if training else None)
+    plan = plan_augmentations(augment if training else None, augment_on_device)
+    uint8_part, float_part = plan.uint8, plan.host
+    with_seeds = plan.device is not None
     cached = cache != "none"
 
     def decode(serialized: tf.Tensor):
@@ -167,11 +211,10 @@ def make_dataset(
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
 
-    if training and (uint8_part or float_part):
+    if training and (uint8_part or float_part or with_seeds):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
-        on_host = float_part is not None and not with_seeds
-        float_augmenter = build_augmenter(float_part) if on_host else None
+        float_augmenter = build_augmenter(float_part) if float_part is not None else None
 
         def augment_one(item, pair):
             image, label, path = item
@@ -195,7 +238,9 @@ def make_dataset(
         targets = tf.one_hot(labels, 2, dtype=tf.float32) if one_hot else tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
         if with_ids:
             return images, targets, paths
-        return (images, targets, pairs) if with_seeds else (images, targets)
+        # The seeds ride with the images (the model's input): a third element would be taken for
+        # sample weights by Keras (under a distribution strategy it builds the loss from them).
+        return ((images, pairs), targets) if with_seeds else (images, targets)
 
     dataset = dataset.batch(batch_size).map(to_batch, num_parallel_calls=AUTOTUNE)
     # TFRecord files do not tell tf.data how many records they hold; the index does. Knowing the

@@ -12,6 +12,7 @@ checkpoint_dir      ``FAKEFACE_CHECKPOINT_DIR``     ``checkpoints``
 cache_dir           ``FAKEFACE_CACHE_DIR``          ``.cache/fakeface``
 ablation_workdir    ``FAKEFACE_ABLATION_WORKDIR``   ``checkpoints/ablation``
 ablation_storage    ``FAKEFACE_ABLATION_STORAGE``   ``sqlite:///ablation/optuna.db``
+cpu_replicas        ``FAKEFACE_CPU_REPLICAS``       ``1``
 ==================  ==============================  ===============================
 
 A storage URL with a password belongs in the environment (or a Kubernetes Secret), never on a
@@ -24,12 +25,15 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from fakeface import FakefaceError
+
 #: Environment variable of each setting.
 ENV = {
     "checkpoint_dir": "FAKEFACE_CHECKPOINT_DIR",
     "cache_dir": "FAKEFACE_CACHE_DIR",
     "ablation_workdir": "FAKEFACE_ABLATION_WORKDIR",
     "ablation_storage": "FAKEFACE_ABLATION_STORAGE",
+    "cpu_replicas": "FAKEFACE_CPU_REPLICAS",
 }
 
 
@@ -46,9 +50,12 @@ class Runtime:
     ablation_workdir: Path = Path("checkpoints/ablation")
     #: Optuna storage URL shared by the study's workers (an RDB URL for several machines).
     ablation_storage: str = "sqlite:///ablation/optuna.db"
+    #: Without a GPU: train under a MirroredStrategy over this many logical CPU devices (the
+    #: multi-GPU code path, run on a CPU; :mod:`fakeface.devices`). Set before TensorFlow starts.
+    cpu_replicas: int = 1
 
     @classmethod
-    def from_env(cls, **options: str | Path | None) -> Runtime:
+    def from_env(cls, **options: str | Path | int | None) -> Runtime:
         """Defaults, overridden by the environment, overridden by non-empty ``options``."""
         runtime = cls()
         for field in fields(cls):
@@ -58,5 +65,13 @@ class Runtime:
         return runtime
 
 
-def _typed(name: str, value: str | Path) -> str | Path:
+def _typed(name: str, value: str | Path | int) -> str | Path | int:
+    if name == "cpu_replicas":
+        try:
+            replicas = int(value)
+        except ValueError:
+            replicas = 0
+        if replicas < 1:
+            raise FakefaceError(f"{ENV[name]} must be a whole number of at least 1, got {value!r}")
+        return replicas
     return str(value) if name == "ablation_storage" else Path(value)

@@ -127,7 +127,7 @@ register(Stage(
 register(Stage(
     "train", "fakeface.train", TrainPaths, ("seed", *AUGMENTATION_KEYS, "train", "tracking"),
     "fine-tune the backbone (two phases, resumable), tracked in MLflow",
-    runtime=("checkpoint_dir",),
+    runtime=("checkpoint_dir", "cpu_replicas"),
 ))
 register(Stage(
     "evaluate", "fakeface.evaluate", EvaluatePaths, ("evaluate", "tracking"),

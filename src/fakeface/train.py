@@ -28,11 +28,13 @@ from mlflow.data.dataset_source_registry import get_registered_sources, resolve_
 from mlflow.data.meta_dataset import MetaDataset
 
 from fakeface import CLASS_NAMES
+from fakeface import devices
 from fakeface import tracking
 from fakeface.config import Params, TrainConfig
-from fakeface.data import make_dataset, split_augmentations
+from fakeface.data import make_dataset, plan_augmentations
 from fakeface.model import build_classifier, freeze_base, pretrained, unfreeze_top
 from fakeface.runtime import Runtime
+from fakeface.train_step import AugmentingTrainer
 from fakeface.shards import read_index, shard_files
 from fakeface.stage_paths import TrainPaths
 
@@ -51,59 +53,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- runtime set-up
-
-
-def set_determinism(seed: int, deterministic: bool = True) -> None:
-    """Seeds Python, NumPy and TF; with ``deterministic``, asks TF for deterministic ops too (same
-    seed, same weights, bit for bit). On a GPU that costs speed and some ops have no deterministic
-    kernel at all, so ``train.deterministic: auto`` turns it on for CPU runs only."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-class DeviceAugmentation(keras.Model):
-    """The classifier, trained on batches it augments itself, on the device, inside the step.
-
-    The input pipeline then only decodes (and flips, which is free on uint8); each batch carries
-    every image's seed, and the same stateless ops as the CPU path run here with the same seeds,
-    so the images the model learns from are the same. It shares the classifier's layers (and so
-    its weights); the classifier itself is what gets saved.
-    """
-
-    def __init__(self, classifier: keras.Model, augment: Any) -> None:
-        super().__init__(inputs=classifier.inputs, outputs=classifier.outputs, name=classifier.name)
-        from fakeface.augmentations import build_augmenter
-
-        self.augmenter = build_augmenter(augment)
-
-    def train_step(self, data):
-        images, labels, seeds = data
-        images = tf.map_fn(
-            lambda item: self.augmenter(item[0], item[1]), (images, seeds), fn_output_signature=tf.float32
-        )
-        return super().train_step((images, labels))
-
-
-def _switch(setting: str, gpu: bool) -> bool:
-    return setting == "on" or (setting == "auto" and gpu)
-
-
-def configure_devices(cfg: TrainConfig) -> tuple[tf.distribute.Strategy, bool]:
-    """Mixed precision and XLA where a GPU makes them pay; a strategy over every visible GPU."""
-    gpus = tf.config.list_physical_devices("GPU")
-    mixed = _switch(cfg.mixed_precision, bool(gpus))
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    xla = _switch(cfg.xla, bool(gpus))
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    log.info(
-        "devices: %d GPU(s), strategy %s, mixed precision %s, XLA %s",
-        len(gpus),
-        type(strategy).__name__,
-        "on" if mixed else "off",
-        "on" if xla else "off",
-    )
-    return strategy, xla
 
 
 def make_optimizer(cfg: TrainConfig, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
@@ -250,11 +199,9 @@ def run(
     train_splits = (train_splits,) if isinstance(train_splits, str) else tuple(train_splits)
     default_splits = train_splits == ("train",) and validation_split == "valid"
     splits = None if default_splits else {"train": list(train_splits), "valid": validation_split}
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    deterministic = _switch(cfg.deterministic, not gpu)
-    set_determinism(params.seed, deterministic)
-    on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and gpu)
-    strategy, xla = configure_devices(cfg)
+    settings = devices.resolve(cfg, len(tf.config.list_physical_devices("GPU")), runtime.cpu_replicas)
+    strategy = devices.apply(settings, params.seed)
+    plan = plan_augmentations(params.augment, settings.augment_on_device)
 
     for split in dict.fromkeys((*train_splits, *([validation_split] if validation_split else []))):
         shard_files(shards_dir, split)  # every shard's size and sha256, before a run or checkpoint starts
@@ -274,22 +221,15 @@ def run(
                                  "fakeface.validation_split": validation_split or "none"})
         else:
             log.info("resuming MLflow run %s from epoch %d", run.info.run_id, resumed_from)
-        # What auto resolved to on this machine (the params say only "auto").
-        mlflow.set_tags({"fakeface.deterministic": str(deterministic).lower(),
-                         "fakeface.augment_on": "device" if on_device else "cpu",
-                         "fakeface.cache": cfg.cache})
-        log.info("deterministic ops %s, computing augmentations on the %s, cache %s",
-                 "on" if deterministic else "off", "device" if on_device else "CPU", cfg.cache)
-
         with strategy.scope():
             classifier = build_classifier(cfg)
         model = classifier.model
         datasets = _datasets(params, shards_dir, classifier.image_size, train_splits, validation_split,
-                             runtime, on_device)
-        _, float_part = split_augmentations(params.augment)
-        if on_device and float_part is not None:
+                             runtime, settings.augment_on_device)
+        if plan.device is not None:
             with strategy.scope():
-                model = DeviceAugmentation(classifier.model, float_part)
+                model = AugmentingTrainer(classifier.model, plan.device)
+        log.info("augmentations: %s (input: the CPU input pipeline; step: the training step)", plan.describe())
         steps = _steps_per_epoch(shards_dir, cfg.batch_size, train_splits)
         early_stopping = [
             keras.callbacks.EarlyStopping(
@@ -317,14 +257,19 @@ def run(
                 freeze_base(classifier.base)
             else:
                 if (checkpoint_dir / "head.weights.h5").is_file():
-                    model.load_weights(checkpoint_dir / "head.weights.h5")
+                    classifier.model.load_weights(checkpoint_dir / "head.weights.h5")
                 n = unfreeze_top(classifier.base, cfg.fine_tune_layers, freeze_batchnorm=pretrained(cfg))
                 log.info(
                     "fine-tuning %d weighted layers of the base (BatchNorm %s)",
                     n, "frozen" if pretrained(cfg) else "training: weights are from scratch",
                 )
             with strategy.scope():
-                compile_model(model, cfg, rate, steps * epochs, xla)
+                compile_model(model, cfg, rate, steps * epochs, settings.xla)
+            # What this run really trains with, read back from Keras and TensorFlow (the params
+            # may say "auto", and Keras overrules XLA under deterministic ops).
+            effective = devices.effective_settings(model, plan.describe())
+            mlflow.set_tags({**devices.settings_tags(effective), "fakeface.augment_on":
+                             "device" if settings.augment_on_device else "cpu", "fakeface.cache": cfg.cache})
             log.info("phase %s: epochs %d..%d at lr %g", phase, done + 1, done + epochs, rate)
             model.fit(
                 datasets["train"],
@@ -346,7 +291,7 @@ def run(
                 ],
                 verbose=2,
             )
-            model.save_weights(weights_file)
+            classifier.model.save_weights(weights_file)
             state.data["phases_done"].append(phase)
             state.save()
             done += epochs
@@ -355,9 +300,11 @@ def run(
         best_val_auc = max((row.get("val_auc", float("nan")) for row in history), default=float("nan"))
         model_path = Path(paths.model)
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        # Save an uncompiled twin (same layers, same weights): the artifact then carries no
-        # optimizer or training metric, and loads anywhere without this package's code.
-        keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
+        # Save an uncompiled twin of the classifier (same layers, same weights): the artifact then
+        # carries no optimizer, training metric or training wrapper, and loads anywhere without
+        # this package's code.
+        trained = classifier.model
+        keras.Model(trained.inputs, trained.outputs, name=trained.name).save(model_path)
         _write_history(history, Path(paths.history))
         validated = not math.isnan(best_val_auc)
         summary = {"epochs": len(history), "best_val_auc": best_val_auc if validated else None,
@@ -381,17 +328,16 @@ def _datasets(
     train_splits: Sequence[str] = ("train",),
     validation_split: str | None = "valid",
     runtime: Runtime | None = None,
-    on_device: bool = False,
+    augment_on_device: bool = False,
 ) -> dict[str, tf.data.Dataset]:
     cfg = params.train
     common = dict(image_size=image_size, batch_size=cfg.batch_size, one_hot=cfg.head_activation == "softmax")
     split: str | list[str] = "train" if tuple(train_splits) == ("train",) else list(train_splits)
-    _, float_part = split_augmentations(params.augment)
     datasets = {
         "train": make_dataset(
             shards_dir, split, training=True, augment=params.augment, seed=params.seed,
             shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache,
-            cache_dir=(runtime or Runtime()).cache_dir, with_seeds=on_device and float_part is not None, **common,
+            cache_dir=(runtime or Runtime()).cache_dir, augment_on_device=augment_on_device, **common,
         ),
     }
     if validation_split:

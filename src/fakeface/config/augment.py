@@ -12,6 +12,13 @@ its op in :mod:`fakeface.augmentations` with ``@OPS.register("name")``, a ``test
 ``tests/test_augmentations.py``, its line in ``params.yaml``'s ``augment:`` and the README table
 regenerated (the tests name each one that is missing).
 
+Where each runs: an augmentation whose TensorFlow ops all have GPU kernels may run inside the
+training step (``train.augment_on: device``); one with ``host_only`` (a reason: which op has a CPU
+kernel only) always runs in the CPU input pipeline, and so does every augmentation before it, so
+the order (and every image a seed gives) is the same wherever they run
+(:func:`fakeface.data.plan_augmentations`). A test checks each ``host_only`` against the kernels
+TensorFlow registers.
+
 Order and seeds: augmentations are applied in registration order (the order of the classes
 below). Each one draws from its own seed, ``stateless_split(image_seed, n)[seed_index]``, so
 switching one on or off leaves the others' draws alone. A seed index is forever: a new
@@ -39,6 +46,8 @@ class AugmentationSpec(Entry):
     the index of its seed in the per-image split (see the module docstring)."""
 
     seed_index: int
+    #: Why it cannot run on a GPU (its op with a CPU kernel only); empty when it can.
+    host_only: str = ""
     fixed: frozenset[str] = frozenset({"enabled", "probability"})
 
 
@@ -53,14 +62,15 @@ class Sometimes(Toggle):
 AUGMENTATIONS: Registry[AugmentationSpec] = Registry("augmentation")
 
 
-def register(name: str, seed_index: int) -> Callable[[T], T]:
-    """Class decorator: register ``name`` with the decorated parameter class."""
+def register(name: str, seed_index: int, host_only: str = "") -> Callable[[T], T]:
+    """Class decorator: register ``name`` with the decorated parameter class (``host_only``: why
+    it runs on the CPU only, see the module docstring)."""
 
     def decorator(config: T) -> T:
         taken = {spec.seed_index: spec.name for spec in AUGMENTATIONS}
         if seed_index in taken:
             raise ValueError(f"augmentation {name!r}: seed index {seed_index} is {taken[seed_index]!r}'s")
-        AUGMENTATIONS.add(AugmentationSpec(name, config, seed_index=seed_index))
+        AUGMENTATIONS.add(AugmentationSpec(name, config, seed_index=seed_index, host_only=host_only))
         return config
 
     return decorator
@@ -164,7 +174,8 @@ class BlurConfig(Sometimes):
     max_sigma: float = Field(1.0, gt=0, le=10)
 
 
-@register("downscale", seed_index=10)
+@register("downscale", seed_index=10,
+          host_only="the antialiased resize (ScaleAndTranslate) has a CPU kernel only")
 class DownscaleConfig(Sometimes):
     """Resize down to ``f`` of each side, ``f ~ U[min_factor, 1]`` (antialiased), then back up
     (bilinear)."""
@@ -172,7 +183,8 @@ class DownscaleConfig(Sometimes):
     min_factor: float = Field(0.5, gt=0, lt=1)
 
 
-@register("jpeg", seed_index=11)  # last: as on the web, an image is resized and then re-compressed
+# Last: as on the web, an image is resized and then re-compressed.
+@register("jpeg", seed_index=11, host_only="JPEG coding (EncodeJpeg, DecodeJpeg) has CPU kernels only")
 class JpegConfig(Sometimes):
     """JPEG re-compression at a quality drawn uniformly from the integers ``min_quality..max_quality``."""
 
@@ -223,7 +235,8 @@ AugmentConfig = create_model(  # type: ignore[call-overload]
 def markdown_table() -> str:
     """The registered augmentations as a markdown table (README.md holds a copy; a test compares)."""
     rows = [
-        (str(i), f"`augment.{spec.name}`", "; ".join(parameters(spec.config)), spec.doc)
+        (str(i), f"`augment.{spec.name}`", "; ".join(parameters(spec.config)), spec.doc,
+         f"no: {spec.host_only}" if spec.host_only else "yes")
         for i, spec in enumerate(AUGMENTATIONS, start=1)
     ]
-    return _table(("order", "key", "parameters (default, allowed)", "what it does"), rows)
+    return _table(("order", "key", "parameters (default, allowed)", "what it does", "GPU kernel"), rows)

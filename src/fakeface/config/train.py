@@ -40,7 +40,8 @@ class TrainConfig(Section):
     mixed_precision: Auto = Field("auto", description="auto: on when a GPU is present")
     xla: Auto = Field("auto", description="auto: on when a GPU is present")
     deterministic: Auto = Field(
-        "auto", description="deterministic ops, bit-exact runs for a seed; auto: on without a GPU, off on one (speed)"
+        "auto", description="deterministic ops, bit-exact runs for a seed; auto: on without a GPU, off on one (speed) "
+        "or with xla=on (they exclude each other)"
     )
     cache: Literal["none", "memory", "disk"] = Field(
         "none", description="decoded uint8 images cached after the first epoch: memory (refused if it would "
@@ -48,7 +49,7 @@ class TrainConfig(Section):
     )
     augment_on: Literal["auto", "cpu", "device"] = Field(
         "auto", description="where computing augmentations run: the CPU input pipeline, or the device in the "
-        "training step; auto: device when a GPU is present"
+        "training step (those after the last one without a GPU kernel); auto: device when a GPU is present"
     )
 
     @field_validator("weights")
@@ -88,6 +89,12 @@ class TrainConfig(Section):
             )
         if self.head_epochs + self.fine_tune_epochs == 0:
             raise ValueError("head_epochs + fine_tune_epochs must be at least 1")
+        if self.xla == "on" and self.deterministic == "on":
+            raise ValueError(
+                "xla=on with deterministic=on is refused: Keras compiles without XLA whenever "
+                "TensorFlow's deterministic ops are on, so one of them would silently not apply. "
+                "Choose one (or leave the other at auto)."
+            )
         return self
 
     @property
