@@ -92,7 +92,7 @@ def _batch_baseline(detector: Path, images: list[bytes], work: Path) -> float:
         start = time.perf_counter()
         rows = predict_files(loaded, paths, 64)
         rates.append(len(rows) / (time.perf_counter() - start))
-        assert all(row.error is None for row in rows)
+        assert all(not row.error for row in rows)
     return statistics.median(rates)
 
 
@@ -164,7 +164,7 @@ def _drive(url: str, clients: int, seconds: float, goods: list[tuple[bytes, int]
                         counts["errors"].append(f"bad payload got {status}: {text[:120]}")
                     continue
                 predictions = json.loads(text)["predictions"] if status == 200 else []
-                if len(predictions) == n and all(row["error"] is None for row in predictions):
+                if len(predictions) == n and all(row["error"] == "" for row in predictions):
                     counts["good"] += 1
                     counts["images"] += n
                     latencies.append(took)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import small_params
+from training import kill_after_epochs
 
 keras = pytest.importorskip("keras")
 
@@ -94,21 +93,7 @@ def test_a_killed_two_replica_run_resumes_from_its_last_epoch(synthetic_shards, 
                                  "augment_on": "device"}, augment={"crop": {"enabled": True}})
     out = tmp_path / "run"
     state_file = out / "ck" / "state.json"
-    process = subprocess.Popen(_command(params, shards, out, 2), cwd=tmp_path, env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if state_file.is_file() and len(json.loads(state_file.read_text())["epochs"]) >= 3:
-                break
-            time.sleep(0.2)
-        assert process.poll() is None, "training finished before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    killed = json.loads(state_file.read_text())
+    killed = kill_after_epochs(_command(params, shards, out, 2), tmp_path, state_file, 3)
     assert 3 <= len(killed["epochs"]) < 6 and not (out / "m.keras").exists()
 
     resumed = _train(params, shards, out, 2, tmp_path)

@@ -135,6 +135,15 @@ def server(registered):
     assert started.process.returncode is not None
 
 
+def _strict_json(text: str):
+    """``text`` parsed as standard JSON: NaN or Infinity fail."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a JSON answer: {text[:300]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def _body(folder: Path, names) -> dict:
     from fakeface.serving import request_body
 
@@ -150,22 +159,23 @@ def test_served_scores_are_predicts_scores(registered, images, server, monkeypat
     names = [*GOOD, *BAD]
     answer = server.post(_body(images, names))
     assert answer.status_code == 200, answer.text
-    rows = dict(zip(names, answer.json()["predictions"]))
+    rows = dict(zip(names, _strict_json(answer.text)["predictions"]))
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     expected = {Path(r.path).name: r for r in predict_files(
         load_model(f"models:/{MODEL_NAME}@champion"), [str(images / n) for n in names])}
     for name in GOOD:
         row = rows[name]
-        assert row["error"] is None, row
+        assert row["error"] == "" and expected[name].error == "", row
         assert row["p_fake"] == pytest.approx(expected[name].p_fake, rel=1e-5, abs=1e-6)
         assert row["label"] == expected[name].label == ("fake" if row["p_fake"] >= threshold else "real")
         assert row["threshold"] == pytest.approx(threshold) and threshold != 0.5
         assert (row["model_name"], row["model_version"]) == (MODEL_NAME, "1")
     for name, reason in BAD.items():
         row = rows[name]
-        assert row["p_fake"] is None and row["label"] is None and row["error"].startswith(reason), row
-        assert expected[name].error.startswith(reason)
+        # no score: null (standard JSON, not MLflow's NaN), the strings empty, as predict writes them
+        assert row["p_fake"] is None and row["label"] == "" and row["error"].startswith(reason), row
+        assert expected[name].error.startswith(reason) and expected[name].p_fake is None and expected[name].label == ""
     # another format MLflow takes, one image a request: the same score
     single = server.post({"inputs": {"image": [base64.b64encode((images / "c.png").read_bytes()).decode()]}})
     assert single.json()["predictions"][0]["p_fake"] == pytest.approx(rows["c.png"]["p_fake"], rel=1e-5, abs=1e-6)
@@ -203,7 +213,9 @@ def test_mlflow_models_serve_answers_the_registered_model(registered, images, se
         body = _body(images, ["a_fake.jpg", "h_notes.txt"])
         answer = started.post(body)
         assert answer.status_code == 200, answer.text
-        assert answer.json() == server.post(body).json()
+        # MLflow writes the missing score as NaN (not JSON); fakeface serve as null, otherwise the same
+        assert '"p_fake": NaN' in answer.text
+        assert json.loads(answer.text, parse_constant=lambda _: None) == _strict_json(server.post(body).text)
     finally:
         started.stop()
 
@@ -249,7 +261,12 @@ def test_kserve_manifest_validates_against_the_schema(registered, tmp_path, monk
     assert model["storageUri"] == "s3://fakeface/mlartifacts/1/models/m-abc/artifacts"
     assert model["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
     assert service["metadata"]["annotations"] == {"fakeface/registered-model": f"{MODEL_NAME}-serving v1",
-                                                  "fakeface/keras-model": f"{MODEL_NAME} v1"}
+                                                  "fakeface/keras-model": f"{MODEL_NAME} v1",
+                                                  "prometheus.kserve.io/port": "8082",
+                                                  "prometheus.kserve.io/path": "/metrics"}
+    # MLServer's metrics are on a port of their own: the annotated one, set in the container
+    assert model["env"] == [{"name": "MLSERVER_METRICS_PORT", "value": "8082"},
+                            {"name": "MLSERVER_METRICS_ENDPOINT", "value": "/metrics"}]
     assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": "faces-s3-keys"}]
     assert service["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
     assert "AWS" not in out.read_text()  # the Secret by name only

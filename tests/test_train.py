@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -17,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import small_params
+from training import kill_after_epochs
 from fakeface import train
 from fakeface.runtime import Runtime
 from fakeface.stage_paths import TrainPaths
@@ -78,21 +76,7 @@ def test_killed_training_resumes_in_the_same_run(synthetic_shards, mlflow_store,
     command = [sys.executable, "-m", "fakeface", "--params", str(params_file), "train", "--shards", str(shards),
                "--model", "m.keras", "--run-info", "run.json", "--history", "h.csv", "--metrics", "t.json",
                "--checkpoint-dir", "ck"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if state_file.is_file() and len(json.loads(state_file.read_text())["epochs"]) >= 3:
-                break
-            time.sleep(0.2)
-        assert process.poll() is None, "training finished before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    killed_state = json.loads(state_file.read_text())
+    killed_state = kill_after_epochs(command, tmp_path, state_file, 3, timeout=240)
     done_before_kill = len(killed_state["epochs"])
     assert 3 <= done_before_kill < 6
     assert not (tmp_path / "m.keras").exists()

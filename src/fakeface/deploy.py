@@ -12,7 +12,14 @@ protocol v2): the storage initializer copies ``storageUri`` into the pod and MLS
 * the InferenceService: ``storageUri`` is where the champion's files are in S3, resolved through
   MLflow (the model version's download URI; a proxied ``mlflow-artifacts:/`` location is mapped
   onto the tracking server's ``--artifacts-destination``, the stack's ``s3://<bucket>/mlartifacts``
-  by default), with resources and replicas.
+  by default), with resources and replicas, and the Prometheus port of the runtime's metrics:
+  MLServer serves them on a port of their own (:data:`METRICS_PORT`), not on the HTTP port 8080
+  that KServe's ``kserve-mlserver`` runtime annotates, so the manifest annotates that port and
+  sets it (``MLSERVER_METRICS_PORT``) so that the two cannot part.
+
+The predictor image: the model's own ``requirements.txt`` (:func:`fakeface.serving.pip_requirements`)
+plus :data:`MLSERVER_PACKAGES`. ``tests/test_mlserver.py`` builds exactly that as a virtualenv and
+answers v2 requests with it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,13 @@ ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?")
 STORAGE_SCHEMES = ("s3", "gs", "https", "hdfs", "webhdfs", "pvc", "oci", "hf")
+#: What the predictor image installs besides the model's requirements. uvloop: MLServer's parallel
+#: inference workers die at start under uvloop 0.22 and later (the server then answers nothing);
+#: MLServer asks for any uvloop, so the pin is the image's.
+MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop<0.22")
+#: MLServer's metrics port (its default), annotated for Prometheus and set in the container.
+METRICS_PORT = 8082
+METRICS_PATH = "/metrics"
 
 
 @dataclass(frozen=True)
@@ -107,10 +121,15 @@ def manifest(champion: Champion, storage: str, *, name: str = "fakeface-detector
     annotations = {"fakeface/registered-model": f"{champion.name} v{champion.version}"}
     if champion.detector:
         annotations["fakeface/keras-model"] = champion.detector
+    # the runtime's own annotation says 8080, MLServer's HTTP port; its metrics are elsewhere
+    annotations["prometheus.kserve.io/port"] = str(METRICS_PORT)
+    annotations["prometheus.kserve.io/path"] = METRICS_PATH
     model: dict[str, Any] = {
         "modelFormat": {"name": "mlflow"},
         "protocolVersion": "v2",
         "storageUri": storage,
+        "env": [{"name": "MLSERVER_METRICS_PORT", "value": str(METRICS_PORT)},
+                {"name": "MLSERVER_METRICS_ENDPOINT", "value": METRICS_PATH}],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}},
     }
     if runtime:

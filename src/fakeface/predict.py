@@ -57,10 +57,14 @@ class LoadedModel:
 
 @dataclass
 class Row:
+    """One file's result, the columns of the served model's answer (:mod:`fakeface.serving`):
+    ``p_fake`` None (JSON null, an empty CSV cell) without a score; ``label`` and ``error`` empty
+    strings when there is none."""
+
     path: str
     p_fake: float | None = None
-    label: str | None = None
-    error: str | None = None
+    label: str = ""
+    error: str = ""
 
 
 @dataclass
@@ -72,7 +76,7 @@ class PredictReport:
 
     @property
     def scored(self) -> int:
-        return sum(row.error is None for row in self.rows)
+        return sum(not row.error for row in self.rows)
 
     @property
     def failed(self) -> int:
@@ -372,7 +376,7 @@ def explain_scored(
     from fakeface.explain import explain_images
     from fakeface.images import pil_limits
 
-    chosen = [row for row in rows if row.error is None][: max(limit, 0)]
+    chosen = [row for row in rows if not row.error][: max(limit, 0)]
     if not chosen:
         return {}
     with pil_limits(max_pixels):

@@ -12,6 +12,9 @@ be told:
   (reading and dropping the rest, so that a client still sending gets the answer) and a body that
   is not a JSON object at all (raw JPEG bytes, a form) with 400, before MLflow parses it (MLflow's
   own answer to those quotes the whole body back);
+* standard JSON out: MLflow's server writes the NaN of an image without a score (``p_fake``) as
+  ``NaN``, which JavaScript's and most other JSON parsers reject; :class:`RequestGuard` rewrites
+  such a value as ``null`` (what MLServer's v2 answer has too);
 * 127.0.0.1 by default (``mlflow models serve`` binds 127.0.0.1 too; ``--host 0.0.0.0`` is a
   choice, with a warning: there is no authentication);
 * a local detector file (``--model models/detector.keras``) served without a registry, wrapped in
@@ -20,7 +23,7 @@ be told:
 Everything else (wrong field, empty list, too many images, undecodable images) is answered by the
 pyfunc (:mod:`fakeface.serving`) and MLflow, so ``mlflow models serve -m
 models:/fakeface-detector-serving@champion --env-manager local`` answers the same way except for
-the two guards above.
+the guards above.
 """
 
 from __future__ import annotations
@@ -58,8 +61,20 @@ async def _answer(send: Any, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def standard_json(body: bytes) -> bytes:
+    """``body`` with every ``NaN``/``Infinity`` value (not inside a string) written as ``null``;
+    as it is when it has none, or is not JSON."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return body
+    try:
+        return json.dumps(json.loads(body, parse_constant=lambda _: None)).encode()
+    except ValueError:
+        return body
+
+
 class RequestGuard:
-    """ASGI wrapper: a size limit on request bodies and a JSON-object check, before ``app``."""
+    """ASGI wrapper: a size limit on request bodies and a JSON-object check, before ``app``; its
+    JSON answers in standard JSON (:func:`standard_json`)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -106,7 +121,7 @@ class RequestGuard:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, _standard_json_answers(send))
 
     @staticmethod
     async def _drain(receive: Any, seen: int) -> None:
@@ -117,6 +132,35 @@ class RequestGuard:
             seen += len(message.get("body", b""))
             if not message.get("more_body", False):
                 return
+
+
+def _standard_json_answers(send: Any) -> Any:
+    """``send`` for an app whose JSON answers go through :func:`standard_json` (MLflow answers
+    with one body message; the start is held until the body is known, for its length)."""
+    start: dict[str, Any] | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers") or [])
+            if headers.get(b"content-type", b"").split(b";")[0].strip() != b"application/json":
+                await send(message)
+                return
+            start = message
+            return
+        if message["type"] != "http.response.body" or start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = standard_json(b"".join(chunks))
+        headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
 
 
 def load_served_model(spec: str, workdir: Path, max_pixels: int = 40_000_000) -> Any:

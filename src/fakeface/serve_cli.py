@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from fakeface.config import Params
+from fakeface.deploy import MLSERVER_PACKAGES
 
 
 def _model(args: argparse.Namespace, params: Params) -> str:
@@ -74,8 +75,8 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     k.add_argument("--service-account", default="fakeface-serving", help="default: %(default)s")
     k.add_argument("--secret", default="fakeface-s3",
                    help="name of the Secret with the S3 keys (created by you; default: %(default)s)")
-    k.add_argument("--image", default=None, help="predictor image with MLServer, mlserver-mlflow and TensorFlow "
-                   "(default: the runtime's)")
+    k.add_argument("--image", default=None, help="predictor image: the model's requirements.txt plus "
+                   f"{' '.join(MLSERVER_PACKAGES)} (default: the runtime's, which has no TensorFlow)")
     k.add_argument("--runtime", default=None, help="ServingRuntime name (default: KServe picks the mlflow one)")
     k.add_argument("--cpu", default="1", help="CPU request (default: %(default)s)")
     k.add_argument("--memory", default="2Gi", help="memory request (default: %(default)s)")

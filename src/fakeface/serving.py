@@ -11,9 +11,16 @@ per image::
 ``label`` is ``fake`` when ``p_fake >= threshold``, the threshold stored in the detector file (the
 one evaluate chose on the valid split); ``model_name``/``model_version`` name the registered Keras
 model whose weights scored the image; ``error`` says why an image got no score (not base64, not an
-image, corrupt, too large) and never fails the rest of the request. Decoding and resizing are
-:func:`fakeface.predict.decode_bytes`, the same code ``fakeface predict`` runs on a file, so a
-served score is predict's score for the same file.
+image, corrupt, too large) and never fails the rest of the request.
+
+Every column has one type and no ``None`` (:func:`result_frame`): ``p_fake`` is a float, NaN for an
+image without a score; ``label``, ``model_version`` and ``error`` are strings, empty when there is
+nothing to say (no score, an unregistered detector, no error). MLServer's pandas codec (KServe's
+MLflow runtime, v2 protocol) fails on a column mixing ``None`` with strings; it writes the NaN as
+``null``, as ``fakeface serve`` does (MLflow's own scoring server writes it ``NaN``).
+
+Decoding and resizing are :func:`fakeface.predict.decode_bytes`, the same code ``fakeface
+predict`` runs on a file, so a served score is predict's score for the same file.
 
 The register stage logs it beside the Keras model, in the same run, as ``serving``, and registers it
 as ``<register.model_name>-serving`` (:func:`serving_model_name`) with the same alias, so
@@ -33,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 import tempfile
 import threading
@@ -58,7 +66,8 @@ SCORE_BATCH = 32
 DETECTOR_ARTIFACT = "detector"
 REQUEST_HELP = (
     'send JSON {"dataframe_split": {"columns": ["image"], "data": [["<base64 of a JPEG, PNG or WebP file>"], ...]}} '
-    '(or {"inputs": {"image": ["<base64>", ...]}}) with Content-Type: application/json, '
+    '(or {"inputs": {"image": ["<base64>", ...]}}; v2 protocol: {"inputs": [{"name": "image", "datatype": "BYTES", '
+    '"shape": [n], "data": ["<base64>", ...]}]}) with Content-Type: application/json, '
     f"1 to {MAX_IMAGES} images a request"
 )
 
@@ -136,8 +145,8 @@ class ImageModel(mlflow.pyfunc.PythonModel):
 
         config = dict(context.model_config or {})
         self.loaded = load_model(context.artifacts[DETECTOR_ARTIFACT])
-        self.model_name = config.get("model_name")
-        self.model_version = None if config.get("model_version") is None else str(config["model_version"])
+        self.model_name = str(config.get("model_name") or "")
+        self.model_version = "" if config.get("model_version") is None else str(config["model_version"])
         self.max_pixels = int(config.get("max_pixels", 40_000_000))
         self.max_images = int(config.get("max_images", MAX_IMAGES))
         self.max_image_bytes = int(config.get("max_image_bytes", MAX_IMAGE_BYTES))
@@ -171,10 +180,8 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         from fakeface.predict import InputError, decode_bytes
 
         threshold = self.loaded.threshold
-        rows: list[dict[str, Any]] = [
-            {"p_fake": None, "label": None, "threshold": threshold, "model_name": self.model_name,
-             "model_version": self.model_version, "error": None} for _ in cells
-        ]
+        p_fake = [math.nan] * len(cells)
+        labels, errors = [""] * len(cells), [""] * len(cells)
         arrays, members = [], []
         for index, cell in enumerate(cells):
             try:
@@ -182,18 +189,35 @@ class ImageModel(mlflow.pyfunc.PythonModel):
                 arrays.append(decode_bytes(data, self.loaded.image_size, self.max_pixels))
                 members.append(index)
             except InputError as error:
-                rows[index]["error"] = str(error)
+                errors[index] = str(error)
             except Exception as error:  # anything else about one image must not fail the others
-                rows[index]["error"] = f"unexpected: {type(error).__name__}: {error}"
+                errors[index] = f"unexpected: {type(error).__name__}: {error}"
         for start in range(0, len(arrays), SCORE_BATCH):
             batch = np.stack(arrays[start : start + SCORE_BATCH])
             with self.lock:
                 scores = probabilities_of_fake(self.loaded.model.predict_on_batch(batch))
             for index, score in zip(members[start : start + SCORE_BATCH], scores):
-                rows[index]["p_fake"] = float(score)
-                rows[index]["label"] = CLASS_NAMES[int(score >= threshold)]
-        # object columns: a missing score is JSON null, not NaN
-        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), dtype=object)
+                p_fake[index] = float(score)
+                labels[index] = CLASS_NAMES[int(score >= threshold)]
+        return result_frame(p_fake, labels, threshold, self.model_name, self.model_version, errors)
+
+
+def result_frame(p_fake: Sequence[float], labels: Sequence[str], threshold: float, model_name: str,
+                 model_version: str, errors: Sequence[str]) -> pd.DataFrame:
+    """The answer, one row an image: ``p_fake`` float64 (NaN: no score), every other column a
+    plain string (``""``: none), so that every encoder of a DataFrame (MLflow's JSON, MLServer's v2
+    pandas codec) can write it."""
+    import numpy as np
+
+    n = len(p_fake)
+    return pd.DataFrame({
+        "p_fake": np.asarray(p_fake, dtype="float64"),
+        "label": pd.Series(list(labels), dtype=object),
+        "threshold": np.full(n, float(threshold), dtype="float64"),
+        "model_name": pd.Series([model_name] * n, dtype=object),
+        "model_version": pd.Series([model_version] * n, dtype=object),
+        "error": pd.Series(list(errors), dtype=object),
+    }, columns=list(OUTPUT_COLUMNS))
 
 
 # --------------------------------------------------------------------------- logging the model
@@ -203,10 +227,10 @@ def signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    # p_fake is NaN without a score; the strings are always there (empty: nothing to say)
     outputs = Schema([
-        ColSpec("double", "p_fake", required=False), ColSpec("string", "label", required=False),
-        ColSpec("double", "threshold"), ColSpec("string", "model_name", required=False),
-        ColSpec("string", "model_version", required=False), ColSpec("string", "error", required=False),
+        ColSpec("double", "p_fake", required=False), ColSpec("string", "label"), ColSpec("double", "threshold"),
+        ColSpec("string", "model_name"), ColSpec("string", "model_version"), ColSpec("string", "error"),
     ])
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=outputs)
 
@@ -222,12 +246,20 @@ def example_image() -> bytes:
     return buffer.getvalue()
 
 
+#: The distributions whose modules the model's code (its bundled fakeface source) imports when it
+#: loads and scores: what the model's ``requirements.txt`` lists, each pinned to this environment.
+#: Everything else comes with them (their own dependencies). ``tests/test_mlserver.py`` derives
+#: the list from a real load and predict (every import statement fakeface's modules run) and
+#: requires it to be exactly this, then builds a virtualenv from the requirements alone and serves
+#: the model from it with MLServer.
+SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
+
+
 def pip_requirements() -> list[str]:
     """What the model needs besides its bundled fakeface source, pinned to this environment."""
     from importlib.metadata import version
 
-    names = ("mlflow", "tensorflow", "keras", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "cloudpickle")
-    return [f"{name}=={version(name)}" for name in names]
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
 #: The model's code, as MLflow's "models from code" wants it (a script, not a pickled object).
