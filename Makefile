@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui clean bench image lock
+.PHONY: setup run test test-fast ui clean bench image lock dvc-deps
 
 setup: $(VENV)/.installed
 
@@ -34,12 +34,16 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: setup  ## benchmarks (GitHub issue 8): bench/results/latest.{json,md}, ~5-15 min on 2 cores
+bench: setup  ## benchmarks: bench/results/latest.{json,md}, ~5-15 min on 2 cores
 	$(BIN)/python -m bench
 
 # Where no registry is reachable: docker/base-image.sh && make image BASE_IMAGE=localhost/fakeface-base:bookworm
 image:  ## the project image with podman or docker (tag: TAG, default localhost/fakeface:<version>)
 	docker/build.sh $(TAG)
+
+# dvc.yaml's code deps, generated from each stage's imports (a test checks them).
+dvc-deps: setup
+	$(BIN)/python -m fakeface.codedeps
 
 # From the venv as it is (after `pip install -e .` of changed dependencies), not through setup.
 lock:

@@ -1,1 +1,1 @@
-"""Benchmarks of the fakeface pipeline (GitHub issue 8): ``python -m bench`` / ``make bench``."""
+"""Benchmarks of the fakeface pipeline: ``python -m bench`` / ``make bench``."""

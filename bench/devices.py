@@ -116,7 +116,8 @@ def augmentation_rates(files: list[str], rounds: int) -> dict[str, Any]:
     import tensorflow as tf
 
     from fakeface.augmentations import augmentation_seeds, build_augmenter, OPS
-    from fakeface.data import decode_uint8, plan_augmentations
+    from fakeface.data import plan_augmentations
+    from fakeface.decode import decode_uint8
     from fakeface.model import resolve_image_size
 
     files = files * max(1, 1000 // len(files))

@@ -4,7 +4,7 @@ Writes bench/results/latest.json (raw numbers, rows with verdicts, machine info)
 bench/results/latest.md (the table). ``--only input,training`` runs some sections;
 ``--workdir`` keeps the generated data between runs (default: a temporary folder, removed).
 
-Opt-in sections, not run by default: ``--only containers`` (GitHub issue 12) builds the project
+Opt-in sections, not run by default: ``--only containers`` builds the project
 image with podman or docker (a cold build downloads ~700 MB of wheels) and runs the training
 pipeline under kfp.local's DockerRunner against SubprocessRunner; 10-20 min on 2 cores. Give it
 its own ``--out`` (the last run: bench/results/containers.{json,md}) so latest.* keeps the rest.

@@ -392,7 +392,7 @@ def section_pipeline(work: Path) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- containers (issue 12)
+# --------------------------------------------------------------------------- containers
 
 #: What docker/build.sh sends to the build (the Dockerfile's COPYs and the scripts).
 IMAGE_CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "docker", "src", "components",

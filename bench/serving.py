@@ -1,4 +1,4 @@
-"""Load on the real local server (issue 16): ``python -m bench.serving`` (``--out`` for the results).
+"""Load on the real local server: ``python -m bench.serving`` (``--out`` for the results).
 
 Starts ``fakeface serve`` (MLflow's scoring app behind fakeface's request guard) as a subprocess on
 a free loopback port, serving the image-in model of a smallcnn 64 px detector (untrained: the

@@ -1,4 +1,4 @@
-"""The ablation pipeline (issue 5): ingest -> augment -> prepare -> ParallelFor(worker) -> finalize
+"""The ablation pipeline: ingest -> augment -> prepare -> ParallelFor(worker) -> finalize
 -> retrain the best config on train + valid and evaluate it on test.
 
 Parameters: typed, one per params leaf the steps read (as in the training pipeline; the

@@ -57,7 +57,7 @@ def test_a_failed_section_shows_as_a_miss():
 
 
 def test_container_rows():
-    """The opt-in containers section (issue 12): image, builds, DockerRunner against SubprocessRunner."""
+    """The opt-in containers section: image, builds, DockerRunner against SubprocessRunner."""
     raw = {"containers": {"image_bytes": 3.3e9, "base_s": 30.0, "cold_build_s": 150.0, "code_rebuild_s": 12.0,
                           "nochange_rebuild_s": 5.0, "subprocess_s": 100.0, "docker_s": 140.0,
                           "docker_cached_s": 60.0, "params_note": "tiny"}}

@@ -1,4 +1,4 @@
-"""The training pipeline in the project image (issue 12): Kubeflow for real, on one machine.
+"""The training pipeline in the project image: Kubeflow for real, on one machine.
 
 Every step runs as a container of the image built from this tree (``docker/base-image.sh``, then
 ``docker/build.sh`` on that registry-free Debian base), as the image's non-root user, under

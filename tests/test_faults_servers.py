@@ -1,4 +1,4 @@
-"""Servers that stop while a stage runs (issue 13), injected on a real stack (SeaweedFS + MLflow).
+"""Servers that stop while a stage runs, injected on a real stack (SeaweedFS + MLflow).
 
 * The MLflow server stopped mid-training: train fails within seconds with one line naming the
   server; with the server back, rerunning train resumes from the last checkpointed epoch, in the

@@ -1,4 +1,4 @@
-"""Issue 7 data sets: each layout is ingested on its own, on a miniature from ``ingest_data``;
+"""The external data sets: each layout is ingested on its own, on a miniature from ``ingest_data``;
 several sources combine into one manifest with a ``source`` column."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Kubeflow ablation pipeline (issue 5): the compiled spec, the CLI, and a full local run.
+"""The Kubeflow ablation pipeline: the compiled spec, the CLI, and a full local run.
 
 The slow test runs ingest -> augment -> prepare -> ParallelFor(2 workers) -> finalize -> retrain
 under ``kfp.local.SubprocessRunner(use_venv=False)`` on the 120-image synthetic set (32 px, small

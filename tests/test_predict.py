@@ -95,12 +95,10 @@ def test_expand_inputs_walks_folders_and_reads_lists(folder, tmp_path):
 
 
 def test_inputs_are_decoded_as_training_decodes_them(folder):
-    import tensorflow as tf
-
-    from fakeface.shards import decode_image
+    from fakeface.decode import model_input
 
     jpeg = folder / "a_fake.jpg"
-    np.testing.assert_array_equal(load_input(jpeg, 32), decode_image(tf.constant(jpeg.read_bytes()), 32).numpy())
+    np.testing.assert_array_equal(load_input(jpeg, 32), model_input(jpeg.read_bytes(), 32))
     grey = load_input(folder / "sub" / "d_grey.jpg", 32)
     assert grey.shape == (32, 32, 3) and np.array_equal(grey[..., 0], grey[..., 2])
     assert load_input(folder / "c.png", 64).shape == (64, 64, 3)

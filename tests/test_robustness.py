@@ -32,7 +32,6 @@ from fakeface.robustness import (
     rescale_round_trip,
     robustness_predictions,
     robustness_table,
-    to_model_input,
     write_robustness,
 )
 
@@ -128,17 +127,15 @@ def test_perturbation_fn_maps_each_kind(kind):
 
 
 def test_model_input_matches_the_training_decoder():
-    """Perturbed pixels reach the model as shards.decode_image would deliver them."""
-    import tensorflow as tf
-
-    from fakeface.shards import decode_image
+    """Perturbed pixels reach the model as the training decoder would deliver them."""
+    from fakeface.decode import model_input, pixels_model_input
 
     for shape in ((48, 80), (32, 32)):
         image = _image(*shape)
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
-        expected = decode_image(tf.constant(buffer.getvalue()), 32).numpy()
-        np.testing.assert_array_equal(to_model_input(image, 32), expected)
+        expected = model_input(buffer.getvalue(), 32)
+        np.testing.assert_array_equal(pixels_model_input(image, 32), expected)
 
 
 def test_robustness_params_are_validated():

@@ -1,4 +1,4 @@
-"""Serving the champion (issue 16): register logs the image-in pyfunc beside the Keras model; the
+"""Serving the champion: register logs the image-in pyfunc beside the Keras model; the
 real server (``fakeface serve``, MLflow's scoring app) on a free loopback port answers images
 posted with a real HTTP client with predict's scores, malformed requests with a 4xx that says what
 to send; ``mlflow models serve`` answers the same model; the KServe manifest validates against

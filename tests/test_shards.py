@@ -21,7 +21,6 @@ tf = pytest.importorskip("tensorflow")
 from fakeface.shards import (  # noqa: E402
     FEATURES,
     ShardError,
-    decode_image,
     parse_example,
     read_index,
     shard_files,
@@ -180,25 +179,6 @@ def _encoded(pixels: np.ndarray, fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def test_decode_image_shape_range_and_passthrough():
-    rng = np.random.default_rng(1)
-    pixels = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
-    png = _encoded(pixels, "PNG")
-    resized = decode_image(tf.constant(png), 32)
-    assert resized.shape == (32, 32, 3) and resized.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(resized)) and float(tf.reduce_max(resized)) <= 255.0
-    # Already the right size: pixels pass through untouched (lossless PNG -> exact).
-    square = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    same = decode_image(tf.constant(_encoded(square, "PNG")), 16)
-    np.testing.assert_array_equal(same.numpy(), square.astype(np.float32))
-    # Grey and RGBA become RGB; works inside tf.data (graph mode).
-    grey = _encoded(rng.integers(0, 256, (20, 20), dtype=np.uint8), "PNG")
-    rgba = _encoded(rng.integers(0, 256, (20, 20, 4), dtype=np.uint8), "PNG")
-    jpeg = _encoded(pixels, "JPEG")
-    out = list(tf.data.Dataset.from_tensor_slices([grey, rgba, jpeg]).map(lambda b: decode_image(b, 24)))
-    assert [tuple(o.shape) for o in out] == [(24, 24, 3)] * 3
 
 
 def _copy(out: Path, tmp_path: Path, name: str = "copy") -> Path:

@@ -34,6 +34,7 @@ from fakeface import FakefaceError
 from fakeface.augmentations import OPS, augmentation_seeds, build_augmenter
 from fakeface.config import AugmentConfig
 from fakeface.config.augment import get_augmentation
+from fakeface.decode import decode_uint8
 from fakeface.shards import INDEX_NAME, parse_example, read_index, shard_files
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,6 @@ def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
     return options
-
-
-def decode_uint8(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded bytes to uint8 ``[image_size, image_size, 3]``.
-
-    Any format TensorFlow decodes and any channel count become RGB. Resizing (bilinear, with
-    antialiasing: downscaling without it aliases the high frequencies a fake detector looks at) is
-    skipped when the image already has the input size, so decoded pixels reach the model untouched;
-    a resized image is rounded back to uint8 (at most half a grey level from the float result).
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
-
-    def resized() -> tf.Tensor:
-        scaled = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], method="bilinear", antialias=True)
-        return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
-
-    image = tf.cond(same, lambda: image, resized)
-    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 @dataclass(frozen=True)

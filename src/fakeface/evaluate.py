@@ -4,7 +4,7 @@ Numbers go to a metrics JSON (``dvc metrics show``), curves to CSV files for DVC
 ``confusion`` plot templates (``dvc plots show``), pictures to PNG, and all of it into the
 pipeline's MLflow run. Every metric comes from scikit-learn; p(fake) is the positive class.
 
-Beyond the test metrics (issue 6, "trustworthy results"):
+Beyond the test metrics:
 
 * the decision threshold is chosen on the valid split (``evaluate.threshold_method``: fixed,
   max_f1 or youden; :mod:`fakeface.calibration`) and the test metrics are reported both at it
@@ -276,14 +276,14 @@ def explain_test_images(
 
 def load_split_images(shards_dir: str | Path, split: str, paths: list[str], size: int) -> np.ndarray:
     """The images of ``split`` with these ``paths``, in that order, as the model sees them."""
+    from fakeface.decode import model_input
     from fakeface.robustness import iter_records
-    from fakeface.shards import decode_image
 
     wanted = set(paths)
     found: dict[str, np.ndarray] = {}
     for record in iter_records(shards_dir, split):
         if record["path"] in wanted:
-            found[record["path"]] = decode_image(record["image"], size).numpy()
+            found[record["path"]] = model_input(record["image"], size)
             if len(found) == len(wanted):
                 break
     missing = wanted - set(found)

@@ -1,4 +1,4 @@
-"""``fakeface pipeline ...``: compile, submit and run the Kubeflow pipeline (see issue 3).
+"""``fakeface pipeline ...``: compile, submit and run the Kubeflow pipeline.
 
 ::
 
@@ -17,7 +17,7 @@ from ``FAKEFACE_*`` environment variables (see :mod:`fakeface.pipelines.settings
 options: the Kubeflow API token is read from ``KFP_TOKEN`` (or a session cookie from
 ``KFP_COOKIES``), and the pods get S3 and MLflow credentials from a Kubernetes Secret.
 
-``--pipeline ablation`` (issue 5) is the Optuna study on ``ablation.workers`` parallel workers, then
+``--pipeline ablation`` is the Optuna study on ``ablation.workers`` parallel workers, then
 the best config retrained on train + valid and tested. Its storage URL is a run parameter, left
 empty when compiled: pods read it, password included, from the Secret's
 ``FAKEFACE_ABLATION_STORAGE``; ``run-local`` uses ``sqlite:///<workdir>/optuna.db``.

@@ -11,9 +11,9 @@ stored in the MLflow model's metadata (the one evaluate chose on the valid split
 
 Each file goes through what the training data went through: ingest's checks
 (:func:`fakeface.images.inspect_image`: extension, header, pixel limit, full decode), then an RGB
-JPEG's bytes go to :func:`fakeface.shards.decode_image` as in training, and any other image is
-converted to 8-bit RGB as ingest normalises it (:func:`fakeface.images.to_rgb`) and resized the
-same way (bilinear, antialiased, skipped at the model's size). A file that fails any step gets a
+JPEG's bytes are decoded as in training (:func:`fakeface.decode.model_input`), and any other image
+is converted to 8-bit RGB as ingest normalises it (:func:`fakeface.images.to_rgb`) and resized the
+same way (:func:`fakeface.decode.pixels_model_input`). A file that fails any step gets a
 row with its error and no score; it never stops the batch.
 
 Encoded bytes without a file (the images posted to the served model, :mod:`fakeface.serving`)
@@ -204,25 +204,24 @@ def inspect_bytes(data: bytes, max_pixels: int = 40_000_000) -> Any:
 
 def to_model_input_from_bytes(data: bytes, info: Any, size: int) -> np.ndarray:
     """Checked encoded bytes (``info``: their :class:`fakeface.images.ImageInfo`) to float32
-    ``[size, size, 3]`` as training sees them: an RGB JPEG's bytes go to
-    :func:`fakeface.shards.decode_image` as they are (never re-encoded); any other image becomes
-    8-bit RGB as ingest normalises it, then is resized as training resizes."""
+    ``[size, size, 3]`` as training sees them: an RGB JPEG's bytes are decoded as they are (never
+    re-encoded); any other image becomes 8-bit RGB as ingest normalises it, then is resized as
+    training resizes (:mod:`fakeface.decode`)."""
     import io
 
     import tensorflow as tf
     from PIL import Image
 
+    from fakeface.decode import model_input, pixels_model_input
     from fakeface.images import to_rgb
-    from fakeface.robustness import to_model_input
-    from fakeface.shards import decode_image
 
     try:
         if info.is_rgb_jpeg:  # training decodes these bytes as they are
-            return decode_image(tf.constant(data), size).numpy()
+            return model_input(data, size)
         with Image.open(io.BytesIO(data)) as image:  # as ingest's normalize_image, then as training decodes it
             image.load()
             pixels = np.asarray(to_rgb(image), dtype=np.uint8)
-        return to_model_input(pixels, size)
+        return pixels_model_input(pixels, size)
     except (OSError, ValueError, tf.errors.OpError) as error:
         raise InputError(f"corrupt: decode failed: {type(error).__name__}: {error}") from None
 

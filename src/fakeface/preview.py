@@ -70,7 +70,7 @@ def write_preview(
     from matplotlib.figure import Figure
 
     from fakeface.augmentations import augment_image, only
-    from fakeface.shards import decode_image
+    from fakeface.decode import decode_uint8
 
     rows = preview_rows(manifest, cfg.preview_images, seed)
     enabled = cfg.enabled()
@@ -90,7 +90,7 @@ def write_preview(
         log.warning("no training images to preview")
     for r, row in enumerate(rows.itertuples(index=False)):
         side = int(min(row.width, row.height, PREVIEW_MAX_SIDE))
-        image = decode_image(tf.constant(Path(row.path).read_bytes()), side)
+        image = tf.cast(decode_uint8(tf.constant(Path(row.path).read_bytes()), side), tf.float32)
         image_seed = tf.constant([seed, r], dtype=tf.int64)
         for c, (title, column_cfg) in enumerate(columns):
             shown = image if column_cfg is None else augment_image(image, image_seed, column_cfg)

@@ -3,9 +3,9 @@
 Published GAN detectors are known to collapse when an image is re-compressed, blurred, resized
 or cropped before it reaches them: the generator's traces live in the highest frequencies, which
 all of those operations remove. Each check here starts from the ORIGINAL decoded test image (the
-encoded bytes in the shards, decoded at their own size, as :func:`fakeface.shards.decode_image`
-does before its resize), applies one perturbation at that size, and then feeds the model exactly
-as training does (bilinear antialiased resize to the input size, skipped when already there).
+encoded bytes in the shards, decoded at their own size), applies one perturbation at that size,
+and then feeds the model exactly as training does (:func:`fakeface.decode.pixels_model_input`:
+the same resize to the input size and rounding, skipped when already there).
 
 Perturbations are a registry: each kind (``jpeg``, ``blur``, ``scale``, ``crop``...) is a parameter
 class in :mod:`fakeface.config.robustness` (what ``evaluate.robustness`` entries are validated
@@ -34,6 +34,7 @@ import pandas as pd
 
 from fakeface.config.registry import Implementations
 from fakeface.config.robustness import PERTURBATIONS, describe, get_perturbation
+from fakeface.decode import pixels_model_input
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,6 @@ def decode_original(data: bytes) -> np.ndarray:
     import tensorflow as tf
 
     return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
-
-
-def to_model_input(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB pixels to float32 ``[size, size, 3]`` in 0..255, exactly as
-    :func:`fakeface.shards.decode_image` treats a decoded image (resize skipped at the right size)."""
-    import tensorflow as tf
-
-    image = np.asarray(image)
-    pixels = tf.convert_to_tensor(image, dtype=tf.float32)
-    if image.shape[0] != size or image.shape[1] != size:
-        pixels = tf.image.resize(pixels, [size, size], method="bilinear", antialias=True)
-    return tf.clip_by_value(pixels, 0.0, 255.0).numpy()
 
 
 def _to_uint8(pixels: Any) -> np.ndarray:
@@ -182,7 +171,7 @@ def robustness_predictions(
         if not pending:
             return
         for name, function in functions.items():
-            scores[name].append(_scores(model, [to_model_input(function(image), size) for image in pending]))
+            scores[name].append(_scores(model, [pixels_model_input(function(image), size) for image in pending]))
         pending.clear()
 
     records = progress(iter_records(shards_dir, split), desc=f"robustness {split}", total=total)

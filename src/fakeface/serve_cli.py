@@ -1,4 +1,4 @@
-"""``fakeface serve`` and ``fakeface deploy kserve`` (issue 16): the registered image-in model over
+"""``fakeface serve`` and ``fakeface deploy kserve``: the registered image-in model over
 HTTP here (:mod:`fakeface.serve`), and its KServe manifest (:mod:`fakeface.deploy`)."""
 
 from __future__ import annotations

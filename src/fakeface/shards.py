@@ -7,7 +7,7 @@ Why the *original encoded bytes*: a GAN-face detector learns from the faint trac
 leaves (upsampling checkerboards, spectral peaks, the absence of camera noise). Decoding and
 re-encoding every image would add a second JPEG pass to both classes and blur exactly those traces,
 so a record stores the file as it is on disk and decoding happens in the reader
-(:func:`decode_image`). ``write_shards`` checks each file against its manifest sha256 on the way in,
+(:func:`fakeface.decode.decode_uint8`). ``write_shards`` checks each file against its manifest sha256 on the way in,
 so a shard can never hold bytes other than those ingest vetted.
 
 Layout written by :func:`write_shards`::
@@ -341,26 +341,3 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     import tensorflow as tf
 
     return tf.io.parse_single_example(serialized, _features())
-
-
-def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded bytes to float32 ``[image_size, image_size, 3]`` in 0..255.
-
-    Any format TensorFlow decodes (JPEG, PNG, GIF first frame, BMP, WebP) and any channel count
-    (grey, RGBA) become RGB. Resizing is bilinear with antialiasing (downscaling without it aliases
-    high frequencies, which is the band a fake detector looks at) and is skipped when the image is
-    already the right size, so the decoded pixels reach the model untouched.
-    """
-    import tensorflow as tf
-
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
-    image = tf.cond(
-        same,
-        lambda: image,
-        lambda: tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True),
-    )
-    image = tf.clip_by_value(image, 0.0, 255.0)  # antialiased resampling can overshoot slightly
-    return tf.ensure_shape(image, [image_size, image_size, 3])

@@ -1,4 +1,4 @@
-"""``fakeface stack up|status|down|env|dvc-remote`` and ``fakeface runs`` (see issue 4).
+"""``fakeface stack up|status|down|env|dvc-remote`` and ``fakeface runs``.
 
 The stack (SeaweedFS for S3, an MLflow server that serves artifacts from it, the DVC remote on
 it) is described in :mod:`fakeface.stack`; the runs table in :mod:`fakeface.runs`. Tables and
