@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic data set packed into shards, and a throwaway MLflow store."""
+"""Shared fixtures: a small synthetic data set packed into shards, a throwaway MLflow store, and a
+PostgreSQL server (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,26 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session (tests/postgres.py), stopped at its end; skipped only
+    where Debian's PostgreSQL binaries are absent (.ci/run installs them)."""
+    import postgres
+
+    if postgres.binaries() is None:
+        pytest.skip("no PostgreSQL binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+    server = postgres.start(port_free)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server):
+    """A fresh database of the session's PostgreSQL server, for one test: its URL (with the
+    test role's password; put it in the environment, never on a command line)."""
+    return postgres_server.create_database()
 
 
 def small_params(**sections):

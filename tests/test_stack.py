@@ -1,4 +1,4 @@
-"""The tracking stack (issues 4, 13): SeaweedFS + MLflow server + DVC remote, started by the fixtures.
+"""The tracking stack: SeaweedFS + MLflow server + DVC remote, started by the fixtures.
 
 The servers run on random free ports under a temporary folder, so they never collide with a
 user's own stack, and are stopped in the fixtures' teardown even when a test fails. One stack
@@ -120,7 +120,7 @@ def running_stack(tmp_path_factory):
         _no_aws_env(mp)
         cfg = stack.load_config(root, **free_stack_ports())
         try:
-            result = stack.up(cfg)  # one try: a start that fails is a failure (issue 13)
+            result = stack.up(cfg)  # one try: a start that fails is a failure
             yield cfg, result.credentials, result.seconds
         finally:
             stack.down(cfg)
@@ -308,7 +308,7 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
     from fakeface import tracking
 
     if "check_tracking_server" not in inspect.getsource(tracking.configure):
-        pytest.skip("tracking.configure does not call stack.check_tracking_server yet (issue 4 patch)")
+        pytest.skip("tracking.configure does not call stack.check_tracking_server yet")
     from fakeface import train
     from fakeface.stage_paths import TrainPaths
 
@@ -326,11 +326,11 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
     assert time.monotonic() - t0 < 15
 
 
-# --------------------------------------------------------------------------- start-up (issue 13)
+# --------------------------------------------------------------------------- start-up
 
 
 def test_spawn_returns_once_the_program_shows_its_command_line(tmp_path):
-    """The silent SeaweedFS exit of issue 13: Popen returns while the kernel is still setting up
+    """The silent SeaweedFS exit: Popen returns while the kernel is still setting up
     the new program's arguments, and /proc/<pid>/cmdline reads empty for a moment (2-14 % of
     starts of the 150 MB weed binary). The ownership check (pid + start time + command line) then
     took the fresh process for a dead one: "exited during start-up" with an empty log."""
@@ -530,13 +530,15 @@ def test_dvc_push_then_pull_into_a_fresh_clone(running_stack, tmp_path):
     run(["git", "init", "-q"], repo)
     run([*dvc, "init", "-q"], repo)
     run([*dvc, "add", "-q", "data"], repo)
-    info = stack.configure_dvc_remote(repo, cfg, creds)  # keys in .dvc/config.local
+    info = stack.configure_dvc_remote(repo, cfg, creds)  # everything in .dvc/config.local
     assert info["default"] and info["credentials"] == "config.local"
     committed = (repo / ".dvc" / "config").read_text()
-    assert cfg.dvc_url in committed and cfg.s3_endpoint in committed
+    # The tracked file names no 127.0.0.1 remote: a clone elsewhere has no such server.
+    assert "fakeface-s3" not in committed and cfg.s3_endpoint not in committed and cfg.dvc_url not in committed
     assert creds.secret_access_key not in committed and creds.access_key_id not in committed
     local = repo / ".dvc" / "config.local"
-    assert creds.secret_access_key in local.read_text() and stat.S_IMODE(local.stat().st_mode) == 0o600
+    assert cfg.dvc_url in local.read_text() and creds.secret_access_key in local.read_text()
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
     pushed = run([*dvc, "push"], repo)
     assert "pushed" in pushed
     run(["git", "add", "-A"], repo)
@@ -551,7 +553,10 @@ def test_dvc_push_then_pull_into_a_fresh_clone(running_stack, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     assert not (clone / "data" / "a.bin").exists()
-    # the clone has no config.local: the keys come from the environment (fakeface stack env)
+    # the clone has no remote until it is given one on this machine; the keys then come from the
+    # environment (fakeface stack env)
+    assert "fakeface-s3" not in (clone / ".dvc" / "config").read_text()
+    assert stack.configure_dvc_remote(clone, cfg)["credentials"] == "environment"
     run([*dvc, "pull"], clone, extra=creds.env())
     for name in ("a.bin", "sub/b.txt"):
         assert (clone / "data" / name).read_bytes() == (repo / "data" / name).read_bytes()
@@ -582,7 +587,7 @@ def test_cli_status_and_env(running_stack, capsys, monkeypatch, tmp_path):
     assert exited.value.code == 3 and "stopped" in capsys.readouterr().out
 
 
-# --------------------------------------------------------------------------- access (issue 13)
+# --------------------------------------------------------------------------- access
 
 
 def _stack_processes(cfg):
@@ -729,7 +734,7 @@ def test_no_secret_in_process_arguments_or_logs(running_stack):
 
 @pytest.mark.slow
 def test_seaweedfs_starts_and_stops_20_times_in_a_row(running_stack):
-    """Issue 13: `stack up` failed 1 start in 10. Stop SeaweedFS the way `down` does and `up` again,
+    """`stack up` once failed 1 start in 10. Stop SeaweedFS the way `down` does and `up` again,
     20 times, same ports (freed in time), no retry: every start is healthy. (The MLflow server
     stays up: the starts that failed were SeaweedFS', and one of its starts costs 1-2 s where
     one of the MLflow server's costs 10-20 s.)"""
@@ -791,31 +796,50 @@ def test_postgres_urls_name_an_installed_driver(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FAKEFACE_TEST_POSTGRES_URL"),
-                    reason="set FAKEFACE_TEST_POSTGRES_URL=postgresql://user:pw@127.0.0.1:5432/db to test")
-def test_stack_with_a_postgres_backend(tmp_path, monkeypatch):
+def test_stack_with_a_postgres_backend(postgres_server, postgres_url, tmp_path, monkeypatch):
+    """The MLflow server on a PostgreSQL backend store (tests/postgres.py): runs, artifacts and the
+    model registry (a version, an alias) land in the database; its password is in no argument or log."""
     import mlflow
+    import psutil
+    from mlflow.tracking import MlflowClient
 
     if not _has_weed():
         pytest.skip("SeaweedFS' weed binary is missing")
     _no_aws_env(monkeypatch)
-    url = os.environ["FAKEFACE_TEST_POSTGRES_URL"]
-    cfg = stack.load_config(tmp_path / ".stack", backend_store_uri=url, **free_stack_ports())
+    cfg = stack.load_config(tmp_path / ".stack", backend_store_uri=postgres_url, **free_stack_ports())
     try:
         stack.up(cfg)
-        import psutil
-
         mlflow_pid = stack.read_state(cfg)["mlflow"].pid
-        password = url.split("@")[0].rsplit(":", 1)[-1]
-        assert password not in " ".join(psutil.Process(mlflow_pid).cmdline())  # not visible in ps
+        server = psutil.Process(mlflow_pid)
+        assert all(postgres_server.password not in " ".join(p.cmdline())  # not visible in ps
+                   for p in [server, *server.children(recursive=True)])
         _client_env(monkeypatch, cfg)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_experiment("pg-test")
         with mlflow.start_run() as run:
             mlflow.log_metric("test_auc", 0.9)
-            mlflow.log_text("hello", "note.txt")
-        assert mlflow.artifacts.load_text(f"{run.info.artifact_uri}/note.txt") == "hello"
-        for log_file in cfg.log_dir.glob("*.log"):
-            assert password not in log_file.read_text(errors="replace")
+            mlflow.log_text("hello", "model/note.txt")
+        assert mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model/note.txt") == "hello"
+        client = MlflowClient()
+        client.create_registered_model("pg-model")
+        version = client.create_model_version("pg-model", f"{run.info.artifact_uri}/model", run.info.run_id)
+        client.set_registered_model_alias("pg-model", "champion", version.version)
+        champion = client.get_model_version_by_alias("pg-model", "champion")
+        assert champion.version == version.version == "1" and champion.run_id == run.info.run_id
     finally:
         stack.down(cfg)
+    logs = {p: p.read_text(errors="replace") for p in cfg.log_dir.rglob("*") if p.is_file()}
+
+    # what the server stored is in PostgreSQL (read with the test role, straight from the database)
+    connection = postgres_server.connect(postgres_url.rsplit("/", 1)[-1])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT value FROM metrics WHERE run_uuid = %s AND key = 'test_auc'", (run.info.run_id,))
+            assert cursor.fetchall() == [(0.9,)]
+            cursor.execute("SELECT name, alias, version FROM registered_model_aliases")
+            assert cursor.fetchall() == [("pg-model", "champion", 1)]
+            cursor.execute("SELECT run_id FROM model_versions WHERE name = 'pg-model'")
+            assert cursor.fetchall() == [(run.info.run_id,)]
+    finally:
+        connection.close()
+    assert logs and not [p for p, text in logs.items() if postgres_server.password in text]

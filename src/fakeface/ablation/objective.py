@@ -6,22 +6,35 @@ the folder is removed after the trial). Its objective is measured on the **valid
 (``val_auc``, ``val_accuracy`` or ``val_loss`` of the model the trial trained): the test split is
 never used to choose. Each epoch's validation metric is reported to Optuna, whose pruner may stop
 the trial; a pruned trial's MLflow run ends ``KILLED`` with the tag ``optuna.state=PRUNED``.
+
+A trial's child run carries the trial's tags from its creation (through MLflow's
+``MLFLOW_RUN_CONTEXT``), and its id is in the trial's user attrs from its first epoch: if the
+worker dies, whoever fails the trial finds the run and ends it FAILED
+(:class:`~fakeface.ablation.study.RetryTrial`). The retry of a trial gets a run of its own, tagged
+``optuna.retry_of``; it does not continue the dead one's run, whose epochs would then be logged
+twice under the same steps.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
+from fakeface import FakefaceError
 from fakeface.ablation.parent_run import parent_run
 from fakeface.ablation.report import classification_table
 from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, describe, suggest, trial_params
+from fakeface.ablation.study import config_key, has_config
 from fakeface.config import ConfigError, Params, parse_params
 from fakeface.runtime import Runtime
 from fakeface.stage_paths import TrainPaths
@@ -30,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: The objective's metric, from the validation metrics of :func:`validation_metrics`.
 OBJECTIVE_KEYS = {"val_auc": "auc", "val_accuracy": "accuracy", "val_loss": "loss"}
+
+
+class ConfigurationTaken(FakefaceError):
+    """Another worker started the same configuration at the same moment (this trial yields)."""
 
 
 def pruning_callback(trial: optuna.Trial, monitor: str, tags: dict[str, str]) -> Any:
@@ -52,6 +69,7 @@ def pruning_callback(trial: optuna.Trial, monitor: str, tags: dict[str, str]) ->
             if run is not None and self.run_id is None:
                 self.run_id = run.info.run_id
                 mlflow.set_tags(tags)
+                trial.set_user_attr("mlflow_run_id", self.run_id)  # in the study before the trial ends
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = (logs or {}).get(monitor)
@@ -87,6 +105,30 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float:
     return float(metrics[OBJECTIVE_KEYS[objective]])
 
 
+@contextmanager
+def run_context(tags: dict[str, str]) -> Iterator[None]:
+    """Every MLflow run created inside gets ``tags`` at its creation (``MLFLOW_RUN_CONTEXT``,
+    read by MLflow's system-environment run context, added to what it held); ``mlflow.*`` tags
+    stay MLflow's to set."""
+    from mlflow.environment_variables import MLFLOW_RUN_CONTEXT
+
+    name = MLFLOW_RUN_CONTEXT.name
+    before = os.environ.get(name)
+    try:
+        held = json.loads(before) if before else {}
+    except ValueError:
+        held = {}
+    os.environ[name] = json.dumps({**(held if isinstance(held, dict) else {}),
+                                   **{k: v for k, v in tags.items() if not k.startswith("mlflow.")}})
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 class Objective:
     """The callable a worker hands ``study.optimize``: one call, one trial (see the module doc)."""
 
@@ -113,8 +155,15 @@ class Objective:
 
         from fakeface import train
 
-        self.trials_run += 1
         overrides, config = self.suggest(trial)
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        self._check_not_taken(trial, frozen)
+        self.trials_run += 1
+        retry_of = (frozen.system_attrs.get("retry_history") or [None])[-1]
+        if retry_of is not None:
+            # Optuna copies the failed trial's user attrs into its retry: not this attempt's.
+            trial.set_user_attr("mlflow_run_id", None)
+            trial.set_user_attr("error", None)
         factor = next((c["factor"] for c in self.spec["configs"] or [] if c["name"] == config), None)
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", self.worker_index)
@@ -137,6 +186,7 @@ class Objective:
             "optuna.state": "RUNNING",
             **({"ablation.config": config} if config else {}),
             **({"ablation.factor": factor} if factor else {}),
+            **({"optuna.retry_of": str(retry_of)} if retry_of is not None else {}),
         }
         callback = pruning_callback(trial, self.spec["objective"], tags)
         paths = TrainPaths(
@@ -146,10 +196,11 @@ class Objective:
         keras.backend.clear_session()
         log.info("trial %d: %s", trial.number, config or describe(overrides))
         try:
-            result = train.run(
-                params, paths, Runtime(checkpoint_dir=trial_dir / "checkpoints"),
-                extra_callbacks=[callback], parent_run_id=self.parent,
-            )
+            with run_context(tags):
+                result = train.run(
+                    params, paths, Runtime(checkpoint_dir=trial_dir / "checkpoints"),
+                    extra_callbacks=[callback], parent_run_id=self.parent,
+                )
             metrics = validation_metrics(paths.model, self.shards_dir, params)
         except optuna.TrialPruned:
             trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
@@ -173,6 +224,22 @@ class Objective:
         trial.set_user_attr("epochs", result.epochs_run)
         self._log_child(result.run_id, metrics, value)
         return value
+
+    def _check_not_taken(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
+        """Raise :class:`ConfigurationTaken` if an earlier trial runs, ran or waits with this
+        trial's configuration: two workers that found the same last configuration left at the
+        same moment (:func:`~fakeface.ablation.study.trials_to_start` is read before a trial
+        starts, not with it). The later trial yields before training; it is recorded FAIL."""
+        if self.spec["n_configs"] is None:
+            return  # tpe: no configuration to repeat
+        key = config_key(frozen, self.spec)
+        alive = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState.PRUNED)
+        taken = [t.number for t in trial.study.get_trials(deepcopy=False, states=alive)
+                 if t.number < trial.number and has_config(t) and config_key(t, self.spec) == key]
+        if taken:
+            message = f"configuration already taken by trial {taken[0]} (another worker started it first)"
+            trial.set_user_attr("error", message)
+            raise ConfigurationTaken(message)
 
     def _log_child(self, run_id: str, metrics: dict[str, Any], value: float) -> None:
         from mlflow.entities import Metric, RunTag

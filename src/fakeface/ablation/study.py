@@ -3,15 +3,20 @@
 The study lives in an Optuna RDB storage (SQLite by default; a PostgreSQL/MySQL URL lets workers on
 several machines share it). The storage URL is a runtime setting, not a param
 (:class:`fakeface.runtime.Runtime`): it may hold a password, and it says where the study is kept,
-not what it studies.
+not what it studies. A bare ``postgresql://`` URL (as a Kubernetes Secret holds it) gets the
+driver that is installed (the image has psycopg2; SQLAlchemy 2.1 would pick psycopg 3).
 
 Samplers (``ablation.sampler``): ``one-at-a-time`` (:class:`OneAtATimeSampler`, the seed's
 tables), ``grid`` (every combination) and ``tpe`` (seeded, per worker). The grid-style samplers
 hand each trial a configuration no other trial has started, so parallel workers never repeat one
 another and a study run again (after a kill, or with a larger ``n_trials``) runs only what is
-missing. A worker that dies mid-trial stops beating its heartbeat; the first worker to start a
-trial after the grace period marks the orphan failed and queues it again, and
-:func:`prepare_study` queues failed trials again too, up to ``ablation.max_retry`` times.
+missing. A worker that dies mid-trial (killed, out of memory, its node gone) stops beating its
+heartbeat (``ablation.heartbeat_interval`` seconds; Optuna's grace period is twice that): the
+next worker to look (:func:`fail_stale_trials`, before each trial and while a worker waits)
+marks the trial failed, ends its MLflow run FAILED, and queues its configuration again
+(:class:`RetryTrial`); :func:`prepare_study` queues failed trials again too, up to
+``ablation.max_retry`` times. :func:`trials_to_start` keeps workers from starting a
+configuration twice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fakeface import FakefaceError
-from fakeface.ablation.parent_run import create_parent_run, reopen_parent_run
+from fakeface.ablation.parent_run import create_parent_run, end_trial_run, reopen_parent_run
 from fakeface.ablation.space import (
     CONFIG_PARAM,
     MLFLOW_ATTR,
@@ -100,8 +105,22 @@ def resolve_storage(storage: str | None = None) -> str:
     return Runtime.from_env(ablation_storage=storage).ablation_storage
 
 
+def driver_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver that is installed named in it (other URLs unchanged)."""
+    if not url.startswith("postgres"):
+        return url
+    from fakeface.stack.mlflow_server import postgres_driver_uri
+
+    return postgres_driver_uri(url)
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, max_retry: int = 2) -> optuna.storages.RDBStorage:
-    """An RDB storage; with a heartbeat, a dead worker's running trial is failed and queued again."""
+    """An RDB storage; with a heartbeat, a dead worker's running trial is failed and queued again.
+
+    The grace period is Optuna's advice, twice the interval: a live worker whose heartbeat thread
+    is delayed once (a busy machine) is not taken for dead.
+    """
+    url = driver_url(url)
     sqlite = url.startswith("sqlite:")
     if sqlite:
         path = url.split(":///", 1)[-1]
@@ -114,17 +133,49 @@ def open_storage(url: str, heartbeat_interval: int | None = None, max_retry: int
         kwargs = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": 2 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": _retry_callback(max_retry),
+            "heartbeat_stale_trial_callback": RetryTrial(
+                max_retry, f"lost its worker: no heartbeat for {2 * heartbeat_interval} s "
+                "(killed, out of memory, or its machine gone)"),
         }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
-def _retry_callback(max_retry: int) -> Any:
+class RetryTrial:
+    """Queue a failed trial's configuration again, and end its MLflow run.
+
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` makes the retry: a WAITING trial with the same
+    params (and grid id), whose system attrs ``failed_trial`` / ``retry_history`` name the trial
+    it retries, unless that configuration was retried ``max_retry`` times already. Then the failed
+    trial's child run is ended FAILED if its worker left it RUNNING, and tagged with the retry
+    (:func:`~fakeface.ablation.parent_run.end_trial_run`), so MLflow holds one run per trial and
+    never a dead one that looks alive. The storage calls this for a trial whose worker stopped
+    beating its heartbeat; :func:`requeue_failed` for one that failed with an error.
+    """
+
+    def __init__(self, max_retry: int, reason: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.reason = reason
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
+        """Returns the retry's trial number, or None when the configuration is given up."""
+        self._retry(study, trial)
+        retry = next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                      if t.system_attrs.get("retry_history", [])[-1:] == [trial.number]), None)
+        log.warning("trial %d %s; %s", trial.number, self.reason,
+                    f"queued again as trial {retry}" if retry is not None else "not retried (max_retry)")
+        end_trial_run(study, trial.number, self.reason, retry)
+        return retry
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and retry, :class:`RetryTrial`) the running trials whose heartbeat stopped."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        optuna.storages.fail_stale_trials(study)
 
 
 # --------------------------------------------------------------------------- the study
@@ -220,18 +271,16 @@ def requeue_failed(study: optuna.Study, max_retry: int) -> int:
         for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
     }
-    retry = _retry_callback(max_retry)
+    retry = RetryTrial(max_retry, "failed with an error")
     queued = 0
     for trial in sorted((t for t in trials if t.state == TrialState.FAIL), key=lambda t: -t.number):
         key = config_key(trial, spec)
         if key in covered or not trial.params:
             continue
         covered.add(key)
-        before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        retry(study, trial)  # a WAITING copy (same params and grid id) unless retried max_retry times
-        if len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before:
+        # a WAITING copy (same params and grid id) unless retried max_retry times
+        if retry(study, trial) is not None:
             queued += 1
-            log.info("queued failed trial %d (%s) again", trial.number, key)
     return queued
 
 
@@ -242,6 +291,32 @@ def study_target(spec: dict[str, Any], n_trials: int | None) -> int:
     if n_trials is None:
         raise ConfigError("ablation.n_trials: the tpe sampler needs a number of trials")
     return n_trials
+
+
+def has_config(trial: FrozenTrial) -> bool:
+    """Whether the trial has drawn its configuration (a trial just started has not, yet)."""
+    return bool(trial.params or trial.system_attrs.get("fixed_params"))
+
+
+def trials_to_start(study: optuna.Study, target: int) -> int:
+    """How many trials may start now without running a configuration twice.
+
+    The queued (WAITING) trials, plus what ``target`` still lacks beyond every configuration a
+    trial has drawn (finished, failed, running or queued; for tpe: finished, running and queued
+    trials). A running trial that has not drawn its configuration yet counts as one of its own.
+    Optuna's grid sampler, asked for more than is left, runs a configuration a second time: a
+    worker asks only while this is positive.
+    """
+    spec = study.user_attrs[SPEC_ATTR]
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if spec["n_configs"] is None:
+        fresh = target - n_finished(study) - len(running) - waiting
+    else:
+        drawn = {config_key(t, spec) for t in trials if has_config(t)}
+        fresh = target - len(drawn) - sum(not has_config(t) for t in running)
+    return waiting + max(0, fresh)
 
 
 def n_finished(study: optuna.Study) -> int:
