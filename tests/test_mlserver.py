@@ -167,7 +167,7 @@ def test_declared_requirements_are_what_the_model_code_imports(served_model, tmp
     missing = sorted(m for m, names in providers.items() if not names & set(declared))
     unused = sorted(name for name in declared if not any(name in names for names in providers.values()))
     assert not missing and not unused, f"imported, not declared: {missing}; declared, never imported: {unused}"
-    assert {"tensorflow", "keras", "tqdm", "mlflow"} <= set(declared)
+    assert {"tensorflow", "keras", "pillow", "mlflow"} <= set(declared)
     for name, line in declared.items():
         assert Requirement(line).specifier == Requirement(f"{name}=={version(name)}").specifier, line
 

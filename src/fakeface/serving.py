@@ -252,7 +252,7 @@ def example_image() -> bytes:
 #: the list from a real load and predict (every import statement fakeface's modules run) and
 #: requires it to be exactly this, then builds a virtualenv from the requirements alone and serves
 #: the model from it with MLServer.
-SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
+SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "pillow", "numpy", "pandas", "pydantic", "pyyaml")
 
 
 def pip_requirements() -> list[str]:

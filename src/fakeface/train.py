@@ -26,6 +26,7 @@ import mlflow
 import tensorflow as tf
 from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
 
 from fakeface import CLASS_NAMES
 from fakeface import devices
@@ -368,10 +369,16 @@ def _log_run_inputs(params: Params, shards_dir: Path) -> None:
     source = resolve_dataset_source(str(shards_dir.resolve()), candidate_sources=[local])
     # MLflow caps dataset digests at 36 characters; 32 hex digits still pin the data.
     digest = (tags.get("data.dvc_md5") or tags.get("data.shards_index_sha256", ""))[:32] or None
-    mlflow.log_input(
-        MetaDataset(source=source, name="face-shards", digest=digest),
-        context="training",
-    )
+    dataset = MetaDataset(source=source, name="face-shards", digest=digest)
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException as error:
+        # An ablation's workers start their trials at once, on the same data: the tracking
+        # store's (experiment, name, digest) row may be inserted by another worker between
+        # MLflow's check and its own insert. The row is there now, and a second try links it.
+        if not any(word in str(error).lower() for word in ("unique constraint", "duplicate")):
+            raise
+        mlflow.log_input(dataset, context="training")
 
 
 def _write_history(history: list[dict[str, Any]], path: Path) -> None:
