@@ -62,7 +62,7 @@ RUN pip install --no-cache-dir ${BUILD_CA_BUNDLE:+--cert "$BUILD_CA_BUNDLE"} -r 
 # Backbone weights baked in (comma-separated names, e.g. xception,mobilenetv2) for clusters
 # without internet; empty: pods download them on first use, or read a cache mounted at KERAS_HOME.
 ARG BAKE_WEIGHTS=""
-COPY docker/bake_weights.py src/fakeface/backbones.py /tmp/bake/
+COPY docker/bake_weights.py src/fakeface/model/backbones.py /tmp/bake/
 RUN python /tmp/bake/bake_weights.py "${BAKE_WEIGHTS}" && rm -rf /tmp/bake
 
 # The project itself, without its dependencies (installed above), from a scratch copy of the
@@ -73,7 +73,7 @@ COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --no-cache-dir --no-deps . ${BUILD_CA_BUNDLE:+--cert "$BUILD_CA_BUNDLE"} \
- && python -c "import fakeface.cli, fakeface.components.steps, fakeface.pipelines.training, kfp, tensorflow" \
+ && python -c "import fakeface.cli.main, fakeface.components.steps, fakeface.pipelines.training, kfp, tensorflow" \
  && rm -rf /tmp/fakeface-build /tmp/matplotlib
 
 # The commit the image was built from, for the MLflow run's git.commit tag (no .git inside the

@@ -43,7 +43,7 @@ image:  ## the project image with podman or docker (tag: TAG, default localhost/
 
 # dvc.yaml's code deps, generated from each stage's imports (a test checks them).
 dvc-deps: setup
-	$(BIN)/python -m fakeface.codedeps
+	$(BIN)/python -m fakeface.stages.codedeps
 
 # From the venv as it is (after `pip install -e .` of changed dependencies), not through setup.
 lock:

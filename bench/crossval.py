@@ -39,10 +39,11 @@ def folds_of(manifest, k: int, seed: int) -> list[list[int]]:
 
 
 def run_fold(params, manifest, folds, fold: int, work: Path) -> dict[str, Any]:
-    from fakeface import evaluate, train
-    from fakeface.runtime import Runtime
-    from fakeface.shards import write_shards
-    from fakeface.stage_paths import EvaluatePaths, TrainPaths
+    from fakeface.stages import evaluate
+    from fakeface.stages import train
+    from fakeface.config.runtime import Runtime
+    from fakeface.data.shards import write_shards
+    from fakeface.stages.paths import EvaluatePaths, TrainPaths
 
     k = len(folds)
     split = np.array(["train"] * len(manifest), dtype=object)
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
     from fakeface.ingest import ingest
     from fakeface.logs import setup_logging
-    from fakeface.manifest import read_manifest
-    from fakeface.pipeline_cli import apply_overrides
+    from fakeface.data.manifest import read_manifest
+    from fakeface.cli.pipeline import apply_overrides
     from fakeface.recipes import load_recipe
 
     setup_logging("WARNING")

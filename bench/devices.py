@@ -5,8 +5,8 @@ next person with a GPU.
 
 Three measurements, each side by side in one run (ratios are what to read on a shared machine):
 
-* per recipe, the settings ``auto`` resolves to on a GPU (:func:`fakeface.devices.resolve`) and
-  where each of its augmentations would run (:func:`fakeface.data.plan_augmentations`), and the
+* per recipe, the settings ``auto`` resolves to on a GPU (:func:`fakeface.model.devices.resolve`) and
+  where each of its augmentations would run (:func:`fakeface.data.pipeline.plan_augmentations`), and the
   training-step throughput of its network on this CPU with the plain CPU settings and with those
   GPU settings forced (at a small input size: random weights, a random batch);
 * the same training step under a ``MirroredStrategy`` over 2 logical CPU devices against 1
@@ -51,9 +51,9 @@ def step_rate(name: str, gpu_settings: bool) -> float:
     import keras
 
     from bench.sections import step_rate as timed_steps
-    from fakeface import devices
-    from fakeface.model import build_classifier
-    from fakeface.train import compile_model
+    from fakeface.model import devices
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
 
     params, cfg = _recipe_train(name, **(GPU_SETTINGS if gpu_settings else {}))
     settings = devices.resolve(cfg, gpus=0)
@@ -73,10 +73,10 @@ def replica_rate(replicas: int) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from fakeface import devices
+    from fakeface.model import devices
     from fakeface.config import parse_params
-    from fakeface.model import build_classifier
-    from fakeface.train import compile_model
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
 
     cfg = parse_params({"train": {"backbone": "smallcnn", "image_size": 64, "batch_size": 32}}).train
     strategy = devices.apply(devices.resolve(cfg, gpus=0, cpu_replicas=replicas), 0)
@@ -115,10 +115,10 @@ def augmentation_rates(files: list[str], rounds: int) -> dict[str, Any]:
     decode plus the recipe's augmentations as they run (the uint8 flip, the rest in float32)."""
     import tensorflow as tf
 
-    from fakeface.augmentations import augmentation_seeds, build_augmenter, OPS
-    from fakeface.data import plan_augmentations
-    from fakeface.decode import decode_uint8
-    from fakeface.model import resolve_image_size
+    from fakeface.data.augmentations import augmentation_seeds, build_augmenter, OPS
+    from fakeface.data.pipeline import plan_augmentations
+    from fakeface.data.decode import decode_uint8
+    from fakeface.model.classifier import resolve_image_size
 
     files = files * max(1, 1000 // len(files))
     out: dict[str, Any] = {"images": len(files)}
@@ -165,8 +165,8 @@ def augmentation_rates(files: list[str], rounds: int) -> dict[str, Any]:
 def measure(rounds: int) -> dict[str, Any]:
     import tensorflow as tf
 
-    from fakeface import devices
-    from fakeface.data import plan_augmentations
+    from fakeface.model import devices
+    from fakeface.data.pipeline import plan_augmentations
     from fakeface.recipes import list_recipes
 
     result: dict[str, Any] = {"load_before": os.getloadavg(), "tensorflow": tf.__version__, "recipes": {}}

@@ -33,7 +33,7 @@ def _dataset_dir(work: Path, size: int, n: int) -> Path:
 def prepare(work: Path) -> dict[str, float]:
     """Generate the synthetic sets (skipped when already there); returns seconds per set."""
     from fakeface.config import SplitFractions, SyntheticConfig
-    from fakeface.synthetic import generate
+    from fakeface.data.synthetic import generate
 
     took = {}
     for size, n in [(256, INPUT_IMAGES), *[(64, n) for n in SCALE_SIZES]]:
@@ -63,8 +63,8 @@ def section_input(work: Path) -> dict[str, Any]:
 
     from fakeface.config import AugmentConfig, parse_params
     from fakeface.config.augment import list_augmentations
-    from fakeface.data import make_dataset
-    from fakeface.stage_paths import AugmentPaths, IngestPaths
+    from fakeface.data.pipeline import make_dataset
+    from fakeface.stages.paths import AugmentPaths, IngestPaths
     from fakeface.stages import get_stage
 
     size, batch = 256, 64
@@ -165,11 +165,11 @@ def _train_step_with_input(shards: Path, cache_dir: Path) -> dict[str, float]:
     import keras
 
     from fakeface.config import parse_params
-    from fakeface.data import make_dataset
-    from fakeface.model import build_classifier
-    from fakeface.train import compile_model
+    from fakeface.data.pipeline import make_dataset
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
 
-    from fakeface.shards import read_index
+    from fakeface.data.shards import read_index
 
     images = sum(int(entry["n"]) for entry in read_index(shards).values())
     rates = {}
@@ -194,8 +194,8 @@ def _train_rate(backbone: str, size: int, batch: int, warmup: int, steps: int, x
     import keras
 
     from fakeface.config import parse_params
-    from fakeface.model import build_classifier
-    from fakeface.train import compile_model
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
 
     cfg = parse_params({"train": {"backbone": backbone, "image_size": size, "weights": "none", "batch_size": batch}}).train
     model = build_classifier(cfg).model
@@ -250,9 +250,10 @@ def section_inference(work: Path) -> dict[str, Any]:
     import keras
 
     from fakeface.config import parse_params
-    from fakeface.images import pil_limits
-    from fakeface.model import build_classifier
-    from fakeface.predict import expand_inputs, load_input, load_model, predict_files
+    from fakeface.data.images import pil_limits
+    from fakeface.config.data import MAX_PIXELS
+    from fakeface.model.classifier import build_classifier
+    from fakeface.inference.predict import expand_inputs, load_input, load_model, predict_files
 
     size, batch_size, per_image_n = 64, 64, 100
     cfg = parse_params({"train": {"backbone": "smallcnn", "image_size": size}}).train
@@ -269,7 +270,7 @@ def section_inference(work: Path) -> dict[str, Any]:
     batch_rate = len(rows) / (time.perf_counter() - start)
     assert all(r.p_fake is not None for r in rows)
 
-    with pil_limits(40_000_000):
+    with pil_limits(MAX_PIXELS):
         for path in paths[:3]:  # warm-up
             loaded.model.predict(load_input(path, size)[None], verbose=0)
         start = time.perf_counter()
@@ -288,7 +289,7 @@ def section_inference(work: Path) -> dict[str, Any]:
 def scale_one(work: Path, n: int) -> dict[str, Any]:
     """ingest + augment of the n-image 64 px set, in this (fresh) process."""
     from fakeface.config import parse_params
-    from fakeface.stage_paths import AugmentPaths, IngestPaths, PreviewPaths
+    from fakeface.stages.paths import AugmentPaths, IngestPaths, PreviewPaths
     from fakeface.stages import get_stage
 
     stage = work / f"scale-{n}"

@@ -10,7 +10,7 @@ an empty list, too many images), which must get a 4xx. Reported per level: reque
 p50/p99 latency of the good requests, failed good requests (must be 0), bad payloads not answered
 4xx (must be 0). The server's memory (RSS of its process tree, sampled every 0.2 s) is taken after
 a warm-up at 32 clients and at the end: flat means it did not grow by more than 10%. The same
-images through ``predict``'s batch path (:func:`fakeface.predict.predict_files`, batch 64, in this
+images through ``predict``'s batch path (:func:`fakeface.inference.predict.predict_files`, batch 64, in this
 process, before the server starts) give the baseline: served images/s over batch images/s.
 Every request loop is bounded in time; the server is stopped at the end whatever happens.
 """
@@ -51,7 +51,7 @@ def _images(work: Path) -> tuple[list[bytes], str]:
     source = f"{len(files)} real face JPEGs from ../shared/data/faces-sample"
     if not files:
         from fakeface.config import SplitFractions, SyntheticConfig
-        from fakeface.synthetic import generate
+        from fakeface.data.synthetic import generate
 
         out = work / "synthetic"
         generate(SyntheticConfig(images_per_class=100, image_size=256), SplitFractions(), out, seed=0)
@@ -64,8 +64,8 @@ def _detector(work: Path) -> Path:
     import keras
 
     from fakeface.config import parse_params
-    from fakeface.contract import make_contract, write_model_with_contract
-    from fakeface.model import build_classifier
+    from fakeface.model.contract import make_contract, write_model_with_contract
+    from fakeface.model.classifier import build_classifier
 
     cfg = parse_params({"train": {"backbone": "smallcnn", "image_size": SIZE}}).train
     raw = work / "smallcnn.keras"
@@ -76,7 +76,7 @@ def _detector(work: Path) -> Path:
 
 def _batch_baseline(detector: Path, images: list[bytes], work: Path) -> float:
     """Images/s of predict's batch path on the same images (as files), after a warm-up pass."""
-    from fakeface.predict import load_model, predict_files
+    from fakeface.inference.predict import load_model, predict_files
 
     folder = work / "files"
     folder.mkdir(exist_ok=True)
@@ -199,7 +199,7 @@ def _free_port() -> int:
 def run(work: Path) -> dict[str, Any]:
     import requests
 
-    from fakeface.serving import request_body
+    from fakeface.inference.served_model import request_body
 
     images, source = _images(work)
     detector = _detector(work)

@@ -25,7 +25,7 @@ from typing import Any
 
 from fakeface import FakefaceError
 from fakeface.components import runtime as rt
-from fakeface.redact import has_credentials
+from fakeface.tracking.redact import has_credentials
 
 
 class StorageArgumentError(FakefaceError):
@@ -111,7 +111,7 @@ def ablation_finalize_step(params, storage: str, study_name: str, study, report,
 def retrain_best_step(params, storage: str, study_name: str, shards, model, evaluation, metrics,
                       classification, report) -> None:
     from fakeface.ablation.retrain import retrain_best
-    from fakeface.stage_paths import EvaluatePaths, TrainPaths
+    from fakeface.stages.paths import EvaluatePaths, TrainPaths
 
     train_paths = TrainPaths.in_artifacts(rt.absolute(model.path), shards=rt.absolute(shards.path))
     evaluate_paths = EvaluatePaths.in_artifacts(rt.absolute(evaluation.path))

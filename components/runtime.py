@@ -47,7 +47,7 @@ def absolute(path: str | os.PathLike[str]) -> Path:
 
 def manifest_of(dataset_dir: str | os.PathLike[str]) -> Path:
     """The manifest inside an ingested data set artifact."""
-    from fakeface.stage_paths import IngestPaths
+    from fakeface.stages.paths import IngestPaths
 
     return absolute(IngestPaths.in_artifacts(dataset_dir).manifest)
 
@@ -99,7 +99,7 @@ def make_self_contained(dataset_dir: Path, manifest_name: str = "manifest.csv") 
     byte for byte (the sha256 in the manifest still holds), to ``files/<split>/<label>/``. Returns
     the number of files copied (0 for the synthetic source, which is written inside).
     """
-    from fakeface.manifest import read_manifest, write_manifest
+    from fakeface.data.manifest import read_manifest, write_manifest
 
     dataset_dir = Path(dataset_dir).resolve()
     manifest_path = dataset_dir / manifest_name
@@ -159,7 +159,7 @@ def record_evaluation(result: dict[str, Any], paths, evaluation, metrics, classi
         metrics.log_metric("ece", float(result["calibration"]["ece"]))
     external = Path(paths.external_metrics)
     if external.is_file():
-        from fakeface.external import flat_metrics
+        from fakeface.analysis.external import flat_metrics
 
         for name, value in flat_metrics(json.loads(external.read_text())).items():
             metrics.log_metric(name, value)

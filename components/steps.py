@@ -2,7 +2,7 @@
 
 The generated components (:mod:`components.stages`) call these with their validated params and
 their KFP artifacts. Each maps the artifacts to the stage's paths
-(:meth:`fakeface.stage_paths.StagePaths.in_artifacts`), runs the very ``run`` the CLI and DVC call
+(:meth:`fakeface.stages.paths.StagePaths.in_artifacts`), runs the very ``run`` the CLI and DVC call
 (:mod:`fakeface.stages`), and records metadata, metrics and report pages for the KFP UI.
 """
 
@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from fakeface.components import runtime as rt
-from fakeface.runtime import ENV as RUNTIME_ENV
-from fakeface.runtime import Runtime
-from fakeface.stage_paths import (
+from fakeface.config.runtime import ENV as RUNTIME_ENV
+from fakeface.config.runtime import Runtime
+from fakeface.stages.paths import (
     AugmentPaths,
     EdaPaths,
     EvaluatePaths,
@@ -71,7 +71,7 @@ def checkpoint_runtime(params, shards: Path) -> Runtime:
     root = os.environ.get(RUNTIME_ENV["checkpoint_dir"])
     if not root:
         return Runtime(checkpoint_dir=Path("checkpoints"))
-    from fakeface.train import fingerprint
+    from fakeface.stages.train import fingerprint
 
     return Runtime(checkpoint_dir=Path(root) / fingerprint(params, shards))
 

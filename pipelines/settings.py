@@ -26,7 +26,7 @@ from kfp import dsl
 from kfp import kubernetes as k8s
 
 from fakeface import FakefaceError
-from fakeface.redact import has_credentials
+from fakeface.tracking.redact import has_credentials
 
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 DEFAULT_SECRET = "fakeface-credentials"

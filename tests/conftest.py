@@ -96,7 +96,7 @@ def small_params(**sections):
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory):
     """Ingest + pack a 120-image synthetic set once per session; returns (params, shards_dir)."""
-    from fakeface.stage_paths import AugmentPaths, IngestPaths
+    from fakeface.stages.paths import AugmentPaths, IngestPaths
     from fakeface.stages import get_stage
 
     root = tmp_path_factory.mktemp("synthetic")
@@ -123,9 +123,9 @@ def tiny_model(synthetic_shards, tmp_path_factory):
     (training it costs most of their time); those that also need an MLflow run of their own use
     :func:`tracked_model`, which copies it.
     """
-    from fakeface import train
-    from fakeface.runtime import Runtime
-    from fakeface.stage_paths import TrainPaths
+    from fakeface.stages import train
+    from fakeface.config.runtime import Runtime
+    from fakeface.stages.paths import TrainPaths
 
     _, shards = synthetic_shards
     root = tmp_path_factory.mktemp("tiny-model")

@@ -36,8 +36,8 @@ from fakeface.ablation import (
     split_trials,
 )
 from fakeface.config import ConfigError, load_params
-from fakeface.runtime import Runtime
-from fakeface.stage_paths import EvaluatePaths, TrainPaths
+from fakeface.config.runtime import Runtime
+from fakeface.stages.paths import EvaluatePaths, TrainPaths
 
 FLIP_X_OPTIMIZER = {"augment.flip.enabled": [True, False], "train.optimizer": ["sgd", "adam"]}
 
@@ -61,7 +61,7 @@ def use_runtime(mp: pytest.MonkeyPatch, tmp: Path) -> str:
 
 
 def fakeface(argv: list[str]) -> int:
-    """``fakeface [--params FILE] ablate ...`` through :func:`add_ablate_commands`, as fakeface.cli
+    """``fakeface [--params FILE] ablate ...`` through :func:`add_ablate_commands`, as fakeface.cli.main
     runs a subcommand (params loaded once, a FakefaceError is exit status 2)."""
     parser = argparse.ArgumentParser(prog="fakeface")
     parser.add_argument("--params", default="params.yaml")
@@ -191,7 +191,7 @@ def test_the_ablation_dvc_stages_depend_on_the_code_and_the_params_they_read():
         # the retrain: the study's name (all of the above) and a full evaluate on test
         "retrain": ["seed", *augment, "train", "evaluate", "tracking", "ablation"],
     }
-    code = {imports.modules()[m].relative_to(ROOT).as_posix() for m in imports.closure("fakeface.ablation.cli")}
+    code = {imports.modules()[m].relative_to(ROOT).as_posix() for m in imports.closure("fakeface.cli.ablation")}
     for name, params in expected.items():
         assert stages[name]["params"] == params
         deps = stages[name]["deps"]

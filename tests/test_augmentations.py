@@ -17,7 +17,7 @@ from fakeface.config.augment import AUGMENTATION_ORDER, AugmentConfig, list_augm
 
 tf = pytest.importorskip("tensorflow")
 
-from fakeface.augmentations import (  # noqa: E402
+from fakeface.data.augmentations import (  # noqa: E402
     OPS,
     augment_image,
     augmentation_seeds,
@@ -417,7 +417,7 @@ def test_preview_grid_has_a_column_per_enabled_augmentation(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from fakeface.preview import write_preview
+    from fakeface.stages.preview import write_preview
 
     rows = []
     for k, label in enumerate(["real", "fake", "real", "fake"]):

@@ -5,10 +5,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fakeface.backbones import BACKBONES, apply_preprocessing, get_backbone  # noqa: E402
+from fakeface.model.backbones import BACKBONES, apply_preprocessing, get_backbone  # noqa: E402
 from fakeface.config import parse_params  # noqa: E402
-from fakeface.model import build_classifier, freeze_base, probabilities_of_fake, unfreeze_top  # noqa: E402
-from fakeface.train import compile_model  # noqa: E402
+from fakeface.model.classifier import build_classifier, freeze_base, probabilities_of_fake, unfreeze_top  # noqa: E402
+from fakeface.stages.train import compile_model  # noqa: E402
 
 SMALL_SIZES = {
     "xception": 71,

@@ -71,7 +71,7 @@ def project(tmp_path):
     ],
 )
 def test_stage_on_a_broken_input(project, stage, expected, capsys, monkeypatch):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     monkeypatch.chdir(project)
     capsys.readouterr()

@@ -87,7 +87,7 @@ def test_flat_params_use_dotted_keys():
 
 
 def test_cli_exits_2_with_the_message(tmp_path, capsys):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     bad = tmp_path / "params.yaml"
     bad.write_text("train:\n  optimizer: adamw\n")

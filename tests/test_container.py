@@ -200,7 +200,7 @@ def _run_in_containers(params, workdir: Path, tracking: Tracking) -> KfpRun:
 def _run_in_process(params, root: Path) -> dict:
     """The stage functions in this process, as ``dvc repro`` runs them, laid out as the steps lay
     out their artifacts; an MLflow store of its own, so the server sees the containers only."""
-    from fakeface.stage_paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
+    from fakeface.stages.paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
     from fakeface.stages import get_stage
 
     data, shards, model, work = (root / name for name in ("data", "shards", "model", "work"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakeface.shards import ShardError
+from fakeface.data.shards import ShardError
 
 from fakeface.config import AugmentConfig
-from fakeface.data import make_dataset
-from fakeface.shards import read_index
+from fakeface.data.pipeline import make_dataset
+from fakeface.data.shards import read_index
 
 
 def _first_batch(dataset):

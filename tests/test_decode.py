@@ -20,7 +20,7 @@ def _encoded(pixels: np.ndarray, fmt: str) -> bytes:
 
 
 def test_decode_shape_dtype_rounding_and_passthrough():
-    from fakeface.decode import decode_uint8, model_input
+    from fakeface.data.decode import decode_uint8, model_input
 
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
@@ -42,11 +42,11 @@ def test_decode_shape_dtype_rounding_and_passthrough():
 def test_an_image_resized_for_the_model_is_the_same_array_everywhere(tmp_path):
     """256 px faces into a 299 px model: the training pipeline, evaluation's image loader,
     ``predict`` (files) and the served model's decoder (bytes) give identical arrays."""
-    from fakeface.data import make_dataset
-    from fakeface.evaluate import load_split_images
-    from fakeface.manifest import file_sha256
-    from fakeface.predict import decode_bytes, load_input
-    from fakeface.shards import write_shards
+    from fakeface.data.pipeline import make_dataset
+    from fakeface.stages.evaluate import load_split_images
+    from fakeface.data.manifest import file_sha256
+    from fakeface.inference.predict import decode_bytes, load_input
+    from fakeface.data.shards import write_shards
 
     rng = np.random.default_rng(4)
     rows = []

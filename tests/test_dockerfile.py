@@ -155,6 +155,6 @@ def test_dockerignore_keeps_data_and_state_out_but_sources_in():
         assert name in sources, f"the Dockerfile does not COPY {name}"
         assert (ROOT / name).exists(), name
         assert not _ignored(name, patterns), f".dockerignore drops {name}, which the image needs"
-    for source in ("src/fakeface/cli.py", "src/fakeface/backbones.py", "components/stages.py",
+    for source in ("src/fakeface/cli/main.py", "src/fakeface/model/backbones.py", "components/stages.py",
                    "pipelines/training.py"):
         assert not _ignored(source, patterns), source

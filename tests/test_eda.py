@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from fakeface.config import AugmentConfig, EdaConfig
-from fakeface.eda import describe
-from fakeface.manifest import file_sha256, write_manifest
+from fakeface.stages.eda import describe
+from fakeface.data.manifest import file_sha256, write_manifest
 
 
 def _smooth(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -148,10 +148,11 @@ def test_eda_is_deterministic_and_handles_a_missing_class(tmp_path):
 
 def test_augment_stage_writes_shards_index_and_preview(spectral_set, tmp_path):
     pytest.importorskip("tensorflow")
-    from fakeface import augment, preview
+    from fakeface.stages import augment
+    from fakeface.stages import preview
     from fakeface.config import Params
-    from fakeface.shards import read_index, shard_files
-    from fakeface.stage_paths import AugmentPaths, PreviewPaths
+    from fakeface.data.shards import read_index, shard_files
+    from fakeface.stages.paths import AugmentPaths, PreviewPaths
 
     root, _, _ = spectral_set
     cfg = AugmentConfig(

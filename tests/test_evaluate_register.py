@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fakeface import evaluate, register
+from fakeface.stages import evaluate
+from fakeface.stages import register
 from fakeface.config import Params, RegisterConfig
-from fakeface.evaluate import classification_table, compute_metrics
-from fakeface.stage_paths import EvaluatePaths, RegisterPaths
+from fakeface.stages.evaluate import classification_table, compute_metrics
+from fakeface.stages.paths import EvaluatePaths, RegisterPaths
 
 
 def test_metrics_on_a_hand_checked_example():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fakeface.config import ConfigError, parse_params
-from fakeface.explain import (
+from fakeface.analysis.explain import (
     explain_images,
     heatmap,
     integrated_gradients,
@@ -91,7 +91,7 @@ def trained_model(tiny_model):
 
 
 def test_completeness_on_a_trained_model(trained_model, tmp_path):
-    from fakeface.evaluate import load_split_images, predict_split
+    from fakeface.stages.evaluate import load_split_images, predict_split
 
     model, shards = trained_model
     preds = predict_split(model, shards, "test", 64)
@@ -117,7 +117,7 @@ def test_completeness_on_a_trained_model(trained_model, tmp_path):
 
 
 def test_more_steps_do_not_worsen_completeness(trained_model):
-    from fakeface.evaluate import load_split_images, predict_split
+    from fakeface.stages.evaluate import load_split_images, predict_split
 
     model, shards = trained_model
     preds = predict_split(model, shards, "test", 64)

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from conftest import small_params
-from fakeface.manifest import read_manifest
-from fakeface.stage_paths import AugmentPaths, IngestPaths
+from fakeface.data.manifest import read_manifest
+from fakeface.stages.paths import AugmentPaths, IngestPaths
 from fakeface.stages import get_stage
 from ingest_data import write_jpeg
 
@@ -41,7 +41,7 @@ def one_line_exit_2(code: int, capsys: pytest.CaptureFixture, *expected: str) ->
 
 
 def cli(*args: str) -> int:
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     return main(["--log-level", "WARNING", *args])
 
@@ -289,8 +289,8 @@ def evil_model(tmp_path):
 
 
 def test_model_carrying_code_is_refused_and_not_run(evil_model, monkeypatch):
-    from fakeface import model as model_module
-    from fakeface.model import ModelFileError, load_model_file
+    from fakeface.model import classifier as model_module
+    from fakeface.model.classifier import ModelFileError, load_model_file
 
     path, marker = evil_model
     refusal = r"contains code \(a Lambda layer\); refusing to run it"

@@ -27,9 +27,9 @@ import pytest
 
 from conftest import small_params
 from fakeface import FakefaceError, stack
-from fakeface.runtime import Runtime
+from fakeface.config.runtime import Runtime
 from fakeface.stack.process import stop
-from fakeface.stage_paths import RegisterPaths, TrainPaths
+from fakeface.stages.paths import RegisterPaths, TrainPaths
 from fakeface.stages import get_stage
 from test_stack import free_stack_ports
 
@@ -214,7 +214,8 @@ def _sha256(path: Path) -> str:
 def test_s3_stopped_during_register_then_register_alone_succeeds(client, tiny_model, tmp_path, monkeypatch):
     import mlflow
 
-    from fakeface import register, tracking
+    from fakeface import tracking
+    from fakeface.stages import register
 
     cfg = client
     model_file, _, params = tiny_model

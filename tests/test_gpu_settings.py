@@ -29,7 +29,7 @@ class WhatKerasUsed:
 
         class Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                from fakeface.devices import determinism_enabled
+                from fakeface.model.devices import determinism_enabled
 
                 strategy = self.model.distribute_strategy
                 outer.seen = {
@@ -48,9 +48,9 @@ class WhatKerasUsed:
 
 
 def _train(params, shards, tmp_path, extra_callbacks=()):
-    from fakeface import train
-    from fakeface.runtime import Runtime
-    from fakeface.stage_paths import TrainPaths
+    from fakeface.stages import train
+    from fakeface.config.runtime import Runtime
+    from fakeface.stages.paths import TrainPaths
 
     out = tmp_path / "out"
     return train.run(params, TrainPaths.in_artifacts(out, shards=shards),
@@ -101,7 +101,7 @@ def test_each_recipe_trains_an_epoch_with_the_gpu_settings(name, synthetic_shard
     assert used.seen == {key: tags[key] for key in used.seen}, "the tags say what Keras trained with"
     assert tags["fakeface.xla"] == "true" and tags["fakeface.mixed_precision"] == "mixed_float16"
     assert tags["fakeface.deterministic"] == "false"
-    assert tags["fakeface.augmentations"] != "none"
+    assert tags["fakeface.data.augmentations"] != "none"
     images = np.random.default_rng(1).uniform(0, 255, (4, RECIPE_SIZES[name], RECIPE_SIZES[name], 3))
     images = images.astype("float32")
     before = used.model(images, training=False)
@@ -125,7 +125,7 @@ def test_every_augmentation_at_once_trains_with_the_gpu_settings(synthetic_shard
     result, _ = _train(params, shards, tmp_path)
     assert math.isfinite(result.history[-1]["loss"])
     # JPEG (no GPU kernel) comes last, so everything computed stays in the input pipeline.
-    assert mlflow.get_run(result.run_id).data.tags["fakeface.augmentations"] == (
+    assert mlflow.get_run(result.run_id).data.tags["fakeface.data.augmentations"] == (
         "flip:input-uint8 " + " ".join(f"{name}:input" for name in list_augmentations()[1:])
     )
 
@@ -147,16 +147,16 @@ def test_augmentation_in_the_xla_step_trains_and_says_where_it_ran(synthetic_sha
     assert math.isfinite(result.history[-1]["loss"])
     tags = mlflow.get_run(result.run_id).data.tags
     assert tags["fakeface.xla"] == "true" == used.seen["fakeface.xla"]
-    assert tags["fakeface.augmentations"] == "flip:input-uint8 crop:step rotate:step blur:step"
+    assert tags["fakeface.data.augmentations"] == "flip:input-uint8 crop:step rotate:step blur:step"
 
 
 def test_the_same_seed_gives_the_same_images_in_the_pipeline_and_in_the_step(synthetic_shards):
     """Augmentations moved into the training step compute, for each image's seed, exactly what
     the CPU pipeline computes."""
     from fakeface.config.augment import list_augmentations
-    from fakeface.data import make_dataset, plan_augmentations
-    from fakeface.model import build_classifier
-    from fakeface.train_step import AugmentingTrainer
+    from fakeface.data.pipeline import make_dataset, plan_augmentations
+    from fakeface.model.classifier import build_classifier
+    from fakeface.model.train_step import AugmentingTrainer
 
     params, shards = synthetic_shards
     movable = [name for name in list_augmentations() if name not in ("jpeg", "downscale")]
@@ -171,7 +171,7 @@ def test_the_same_seed_gives_the_same_images_in_the_pipeline_and_in_the_step(syn
 
 
 def test_the_step_takes_the_tail_after_the_last_host_only_augmentation():
-    from fakeface.data import plan_augmentations
+    from fakeface.data.pipeline import plan_augmentations
 
     augment = small_params(augment={"crop": {"enabled": True}, "downscale": {"enabled": True},
                                     "rotate": {"enabled": True}}).augment
@@ -190,7 +190,7 @@ def test_host_only_augmentations_are_the_ones_without_gpu_kernels():
     its op and look for an op with a CPU kernel and none for the GPU."""
     from tensorflow.python.framework import kernels
 
-    from fakeface.augmentations import OPS
+    from fakeface.data.augmentations import OPS
     from fakeface.config import AugmentConfig
     from fakeface.config.augment import AUGMENTATIONS
 
@@ -227,7 +227,7 @@ def test_xla_and_deterministic_ops_are_not_both_forced():
     ({"deterministic": "on"}, 1, dict(mixed_precision=True, xla=False, deterministic=True, augment_on_device=True)),
 ])
 def test_auto_resolves_by_the_machine_and_yields_to_what_is_set(asked, gpus, expected):
-    from fakeface.devices import resolve
+    from fakeface.model.devices import resolve
 
     settings = resolve(small_params(train=asked).train, gpus)
     assert {name: getattr(settings, name) for name in expected} == expected

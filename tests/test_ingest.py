@@ -18,11 +18,12 @@ import pytest
 from PIL import Image, ImageFile
 
 from fakeface import SPLITS
-from fakeface import images as images_module
+from fakeface.data import images as images_module
 from fakeface.config import DataConfig
-from fakeface.images import ImageInfo, Problem, inspect_image, pil_limits
+from fakeface.config.data import MAX_PIXELS
+from fakeface.data.images import ImageInfo, Problem, inspect_image, pil_limits
 from fakeface.ingest import IngestError, IngestReport, ingest
-from fakeface.manifest import COLUMNS, file_sha256, read_manifest
+from fakeface.data.manifest import COLUMNS, file_sha256, read_manifest
 from ingest_data import build_140k, build_plain, pixels, write_jpeg, write_kaggle_csvs, write_png
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-sample"
@@ -510,9 +511,9 @@ def test_synthetic_source_calls_generate(tmp_path: Path, monkeypatch: pytest.Mon
         build_140k(out_dir, per_class=2)
         return out_dir
 
-    fake_module = types.ModuleType("fakeface.synthetic")
+    fake_module = types.ModuleType("fakeface.data.synthetic")
     fake_module.generate = generate
-    monkeypatch.setitem(sys.modules, "fakeface.synthetic", fake_module)
+    monkeypatch.setitem(sys.modules, "fakeface.data.synthetic", fake_module)
     monkeypatch.setattr(fakeface, "synthetic", fake_module, raising=False)
     stale = tmp_path / "raw" / "synthetic" / "stale.jpg"
     stale.parent.mkdir(parents=True)
@@ -573,8 +574,8 @@ def test_inspect_image_reasons(tmp_path: Path) -> None:
 def test_decompression_bomb_is_too_large_before_decoding(tmp_path: Path) -> None:
     bomb = _huge_png_header(tmp_path / "bomb.png", 100_000, 100_000)
     # inside the stage's limits, PIL refuses to even open it
-    with pil_limits(40_000_000):
-        problem = inspect_image(bomb, 40_000_000)
+    with pil_limits(MAX_PIXELS):
+        problem = inspect_image(bomb, MAX_PIXELS)
     assert isinstance(problem, Problem) and problem.reason == "too_large"
     # with PIL's own default limit, the header check says too_large before any decoding
     problem = inspect_image(_huge_png_header(tmp_path / "wide.png", 5000, 5000), 1_000_000)

@@ -12,7 +12,7 @@ import pytest
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import ConfigError, DataConfig, parse_params
 from fakeface.ingest import IngestError, IngestReport, ingest
-from fakeface.manifest import read_manifest
+from fakeface.data.manifest import read_manifest
 from ingest_data import build_artifact, build_ciplab, build_csv_set, build_split_folders, write_jpeg
 
 

@@ -30,8 +30,8 @@ def crop_and_flip():
 def test_flip_on_uint8_draws_what_the_float_augmenter_draws(synthetic_shards, crop_and_flip):
     """The flip runs on uint8 pixels before the batch is converted; each image's flip must be the
     one augment_image (float32, all augmentations in order) would make with the same seed."""
-    from fakeface.augmentations import augment_image, only
-    from fakeface.data import make_dataset
+    from fakeface.data.augmentations import augment_image, only
+    from fakeface.data.pipeline import make_dataset
 
     params, shards = synthetic_shards
     flip = only(crop_and_flip, "flip")
@@ -50,7 +50,7 @@ def test_flip_on_uint8_draws_what_the_float_augmenter_draws(synthetic_shards, cr
 
 @pytest.mark.parametrize("cache", ["memory", "disk"])
 def test_a_cache_changes_the_speed_not_the_batches(synthetic_shards, crop_and_flip, cache, tmp_path):
-    from fakeface.data import make_dataset
+    from fakeface.data.pipeline import make_dataset
 
     _, shards = synthetic_shards
 
@@ -68,7 +68,7 @@ def test_a_cache_changes_the_speed_not_the_batches(synthetic_shards, crop_and_fl
 
 
 def test_disk_cache_is_keyed_by_data_splits_and_size(synthetic_shards):
-    from fakeface.data import cache_key
+    from fakeface.data.pipeline import cache_key
 
     _, shards = synthetic_shards
     key = cache_key(shards, ["train"], 32)
@@ -79,7 +79,7 @@ def test_disk_cache_is_keyed_by_data_splits_and_size(synthetic_shards):
 def test_memory_cache_that_would_not_fit_is_refused_with_its_size(synthetic_shards, monkeypatch):
     import psutil
 
-    from fakeface.data import CacheError, make_dataset
+    from fakeface.data.pipeline import CacheError, make_dataset
 
     _, shards = synthetic_shards
     available = type("Memory", (), {"available": 1_000_000})()
@@ -91,9 +91,9 @@ def test_memory_cache_that_would_not_fit_is_refused_with_its_size(synthetic_shar
 def _train_weights(params, shards, tmp_path, name):
     import keras
 
-    from fakeface import train
-    from fakeface.runtime import Runtime
-    from fakeface.stage_paths import TrainPaths
+    from fakeface.stages import train
+    from fakeface.config.runtime import Runtime
+    from fakeface.stages.paths import TrainPaths
 
     out = tmp_path / name
     result = train.run(params, TrainPaths.in_artifacts(out, shards=shards),

@@ -7,7 +7,7 @@ platform spec written by kfp-kubernetes). The slow test runs the whole pipeline 
 it gives the same test metrics as the stage functions called in-process, the way ``dvc repro``
 calls them, with the same params and seed.
 
-Tolerance: training is deterministic (``fakeface.devices.apply``: seeded, deterministic ops on a CPU) and
+Tolerance: training is deterministic (``fakeface.model.devices.apply``: seeded, deterministic ops on a CPU) and
 both paths run the same code on the same CPU with identical shards (their digests are compared),
 so the metrics are expected to be bit-identical; the test allows 1e-6 absolute, and the confusion
 matrix must be equal.
@@ -304,7 +304,7 @@ def test_cli_refuses_bad_overrides_cleanly(tmp_path):
 
 def _reference_run(params, root: Path, monkeypatch) -> tuple[dict, dict]:
     """The DVC path: the stage functions in this process, laid out as the components lay them out."""
-    from fakeface.stage_paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
+    from fakeface.stages.paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
     from fakeface.stages import get_stage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -392,10 +392,10 @@ def test_ingest_component_makes_a_folder_source_self_contained(tmp_path, monkeyp
     """A folder source outside the artifact is copied in, so the next pod can read it."""
     from kfp.dsl import Dataset
 
-    from fakeface import synthetic
+    from fakeface.data import synthetic
     from fakeface.components import stages
     from fakeface.components.parameters import arguments, step_parameters
-    from fakeface.manifest import file_sha256, read_manifest
+    from fakeface.data.manifest import file_sha256, read_manifest
 
     base = small_params()
     synthetic.generate(base.data.synthetic, base.data.split, tmp_path / "faces", seed=1)

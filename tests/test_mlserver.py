@@ -3,7 +3,7 @@
 ``fakeface deploy kserve`` asks for ``modelFormat: mlflow`` and protocol v2, which KServe serves
 with MLServer and ``mlserver_mlflow.MLflowRuntime`` in an image that installs the model's own
 ``requirements.txt``. Here that image is a virtualenv built from the registered serving model's
-``requirements.txt`` and :data:`fakeface.deploy.MLSERVER_PACKAGES` alone (no fakeface, none of
+``requirements.txt`` and :data:`fakeface.inference.kserve.MLSERVER_PACKAGES` alone (no fakeface, none of
 this project's pins: the project's FastAPI cannot live beside MLServer's), kept in a cache folder
 keyed by a hash of those requirements (``FAKEFACE_MLSERVER_ENV_CACHE``, default
 ``~/.cache/fakeface/mlserver-envs``): CI, from a fresh clone, builds it once. MLServer runs from it
@@ -63,8 +63,9 @@ def _cache_root() -> Path:
 @pytest.fixture(scope="module")
 def registered(tracked_model):
     """Evaluate + register the tiny model in this module's store; returns (root, tracking URI, shards)."""
-    from fakeface import evaluate, register
-    from fakeface.stage_paths import EvaluatePaths, RegisterPaths
+    from fakeface.stages import evaluate
+    from fakeface.stages import register
+    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
 
     root, shards, _ = tracked_model
     params = Params(
@@ -177,7 +178,7 @@ def test_declared_requirements_are_what_the_model_code_imports(served_model, tmp
 
 def mlserver_env(requirements: list[str]) -> Path:
     """A virtualenv with exactly ``requirements`` and MLServer's packages, built once per set."""
-    from fakeface.deploy import MLSERVER_PACKAGES
+    from fakeface.inference.kserve import MLSERVER_PACKAGES
 
     wanted = [*requirements, *MLSERVER_PACKAGES]
     key_text = "\n".join([f"python {sys.version_info.major}.{sys.version_info.minor}", *wanted])
@@ -286,7 +287,7 @@ class MLServer:
 def images(registered, shared_sample_or_none):
     """Data-set JPEGs (a fake and a real one), a PNG, a greyscale JPEG, real FFHQ and StyleGAN2
     faces of ../shared where present, and two bad files."""
-    from fakeface.robustness import iter_records
+    from fakeface.analysis.robustness import iter_records
 
     root, _, shards = registered
     records = list(iter_records(shards, "test"))
@@ -316,7 +317,7 @@ def shared_sample_or_none():
 def _predict(folder: Path, names: list[str], tracking_uri: str, out: Path) -> tuple[dict[str, dict], float]:
     """``fakeface predict`` of the Keras champion on the files: its JSON rows by file name, and
     the threshold it cut at."""
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
@@ -334,7 +335,7 @@ def _columns(answer: dict) -> dict[str, list]:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_mlserver_answers_v2_requests_with_predicts_scores(registered, served_model, images, tmp_path):
-    from fakeface.deploy import METRICS_PATH, Champion, manifest
+    from fakeface.inference.kserve import METRICS_PATH, Champion, manifest
 
     root, tracking_uri, _ = registered
     folder, good = images

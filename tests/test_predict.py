@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fakeface.config import EvaluateConfig, Params, RegisterConfig
-from fakeface.predict import expand_inputs, load_input
+from fakeface.inference.predict import expand_inputs, load_input
 
 MODEL_NAME = "fakeface-predict-test"
 
@@ -21,8 +21,9 @@ MODEL_NAME = "fakeface-predict-test"
 @pytest.fixture(scope="module")
 def registered(tracked_model):
     """Train, evaluate (Youden threshold on valid), register as @champion in a module store."""
-    from fakeface import evaluate, register
-    from fakeface.stage_paths import EvaluatePaths, RegisterPaths
+    from fakeface.stages import evaluate
+    from fakeface.stages import register
+    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
 
     root, shards, _ = tracked_model
     params = Params(
@@ -47,7 +48,7 @@ def registered(tracked_model):
 def folder(synthetic_shards, tmp_path):
     """Two real JPEGs from the data set, a PNG, a greyscale JPEG, a corrupt JPEG, a truncated
     JPEG and a text file, some in a subfolder."""
-    from fakeface.robustness import iter_records
+    from fakeface.analysis.robustness import iter_records
 
     _, shards = synthetic_shards
     records = list(iter_records(shards, "test"))
@@ -70,7 +71,7 @@ BAD = {"e_corrupt.jpg": "corrupt", "f_truncated.jpg": "corrupt", "notes.txt": "n
 
 
 def _main(*argv: str) -> int:
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     return main(["--params", "no-such-params.yaml", "predict", *argv])
 
@@ -95,7 +96,7 @@ def test_expand_inputs_walks_folders_and_reads_lists(folder, tmp_path):
 
 
 def test_inputs_are_decoded_as_training_decodes_them(folder):
-    from fakeface.decode import model_input
+    from fakeface.data.decode import model_input
 
     jpeg = folder / "a_fake.jpg"
     np.testing.assert_array_equal(load_input(jpeg, 32), model_input(jpeg.read_bytes(), 32))
@@ -169,7 +170,7 @@ def _write_list(folder):
 def test_the_detector_file_carries_its_threshold(registered, folder, tmp_path, capsys):
     """evaluate writes models/detector.keras: the model with the threshold chosen on valid inside
     it, so a copied file still cuts where it should (not at 0.5); an explicit --threshold wins."""
-    from fakeface.contract import read_contract
+    from fakeface.model.contract import read_contract
 
     root, _, threshold = registered
     detector = root / "eval" / "detector.keras"

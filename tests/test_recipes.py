@@ -34,7 +34,7 @@ def test_real_data_recipes_train_robustly():
 
 
 def test_recipe_use_writes_params_yaml(tmp_path, monkeypatch, capsys):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["recipe", "use", "cpu-faces", "--source", "my-faces"]) == 0
@@ -52,8 +52,8 @@ def test_each_recipes_model_takes_a_training_step(name):
     GPU here); the CPU recipe at its real size."""
     import keras
 
-    from fakeface.model import build_classifier
-    from fakeface.train import compile_model
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
 
     train = load_recipe(name).params().train
     if name in GPU_RECIPES:

@@ -22,7 +22,7 @@ from fakeface.config.robustness import (
     ScalePerturbation,
     list_perturbations,
 )
-from fakeface.robustness import (
+from fakeface.analysis.robustness import (
     FUNCTIONS,
     center_crop_resized,
     evenly_spaced,
@@ -128,7 +128,7 @@ def test_perturbation_fn_maps_each_kind(kind):
 
 def test_model_input_matches_the_training_decoder():
     """Perturbed pixels reach the model as the training decoder would deliver them."""
-    from fakeface.decode import model_input, pixels_model_input
+    from fakeface.data.decode import model_input, pixels_model_input
 
     for shape in ((48, 80), (32, 32)):
         image = _image(*shape)
@@ -165,7 +165,7 @@ def test_evenly_spaced_keeps_both_ends():
 
 
 def test_table_has_a_row_per_enabled_perturbation(synthetic_shards, tmp_path):
-    from fakeface.model import build_classifier
+    from fakeface.model.classifier import build_classifier
 
     params, shards = synthetic_shards
     model = build_classifier(params.train).model  # untrained: the table's shape is what is tested
@@ -179,7 +179,7 @@ def test_table_has_a_row_per_enabled_perturbation(synthetic_shards, tmp_path):
     assert len(predictions) == 12 and set(predictions["label"]) == {0, 1}
     assert list(predictions.columns) == ["path", "label", "none", "jpeg_q50", "blur"]
     # the clean column equals what the tf.data evaluation path gives
-    from fakeface.evaluate import predict_split
+    from fakeface.stages.evaluate import predict_split
 
     clean = predict_split(model, shards, "test", 64)
     by_path = dict(zip(clean.paths, clean.p_fake))

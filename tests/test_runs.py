@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from fakeface import FakefaceError
-from fakeface.runs import DEFAULT_PARAMS, RunRow, fetch_runs, parse_param_columns, render, runs_table, sort_rows
+from fakeface.tracking.runs import DEFAULT_PARAMS, RunRow, fetch_runs, parse_param_columns, render, runs_table, sort_rows
 
 
 def _row(run_id: str, auc: float | None, backbone: str = "xception", start: int = 0, **metrics) -> RunRow:
@@ -70,7 +70,7 @@ def _log_run(name: str, params: dict, metrics: dict, tags: dict | None = None) -
 
 
 def test_runs_table_from_a_tracking_store(mlflow_store, capsys):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     mlflow.set_experiment("runs-test")
     base = {"train.optimizer": "adam", "train.head_activation": "sigmoid", "train.dropout": 0.2,

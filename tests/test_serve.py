@@ -39,8 +39,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def registered(tracked_model, tmp_path_factory):
     """Evaluate + register the tiny model in a module store; returns (root, env, threshold)."""
-    from fakeface import evaluate, register
-    from fakeface.stage_paths import EvaluatePaths, RegisterPaths
+    from fakeface.stages import evaluate
+    from fakeface.stages import register
+    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
 
     root, shards, _ = tracked_model
     params = Params(
@@ -66,7 +67,7 @@ def registered(tracked_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(registered):
     """Real and fake JPEGs of the data set, a PNG, a greyscale JPEG, a WebP, and three bad files."""
-    from fakeface.robustness import iter_records
+    from fakeface.analysis.robustness import iter_records
 
     root, _, _, shards = registered
     records = list(iter_records(shards, "test"))
@@ -145,7 +146,7 @@ def _strict_json(text: str):
 
 
 def _body(folder: Path, names) -> dict:
-    from fakeface.serving import request_body
+    from fakeface.inference.served_model import request_body
 
     return request_body((folder / name).read_bytes() for name in names)
 
@@ -153,7 +154,7 @@ def _body(folder: Path, names) -> dict:
 def test_served_scores_are_predicts_scores(registered, images, server, monkeypatch):
     """One request with good and bad images: every good one scored as `predict` scores its file,
     labelled at the stored threshold; each bad one has its error and no score; nothing fails."""
-    from fakeface.predict import load_model, predict_files
+    from fakeface.inference.predict import load_model, predict_files
 
     root, env, threshold, _ = registered
     names = [*GOOD, *BAD]
@@ -241,8 +242,8 @@ def _kserve_validator():
 
 
 def test_kserve_manifest_validates_against_the_schema(registered, tmp_path, monkeypatch, caplog):
-    from fakeface.cli import main
-    from fakeface.deploy import storage_uri
+    from fakeface.cli.main import main
+    from fakeface.inference.kserve import storage_uri
 
     root, env, _, _ = registered
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
@@ -281,7 +282,7 @@ def test_kserve_manifest_validates_against_the_schema(registered, tmp_path, monk
 
 
 def test_serve_and_deploy_argument_errors_exit_2(tmp_path, caplog):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     assert main(["--params", "none.yaml", "serve", "--model", str(tmp_path / "nope.keras")]) == 2
     assert main(["--params", "none.yaml", "deploy", "kserve", "--model", "runs:/abc/model"]) == 2

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from fakeface import CLASS_NAMES, LABEL_INDEX
-from fakeface.manifest import file_sha256, read_manifest, write_manifest
+from fakeface.data.manifest import file_sha256, read_manifest, write_manifest
 
 tf = pytest.importorskip("tensorflow")
 
-from fakeface.shards import (  # noqa: E402
+from fakeface.data.shards import (  # noqa: E402
     FEATURES,
     ShardError,
     parse_example,

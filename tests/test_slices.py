@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fakeface.config import ConfigError, parse_params
-from fakeface.slices import (
+from fakeface.analysis.slices import (
     BANDS,
     SINGLE_CLASS,
     brightness_band,
@@ -66,7 +66,7 @@ def test_slice_metrics_on_a_hand_example():
 
 
 def test_properties_come_from_the_shards(synthetic_shards, tmp_path):
-    from fakeface.robustness import decode_original, iter_records
+    from fakeface.analysis.robustness import decode_original, iter_records
 
     _, shards = synthetic_shards
     frame = read_properties(shards, "test", (85.0, 170.0))

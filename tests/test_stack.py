@@ -280,11 +280,11 @@ def test_check_tracking_server_defaults_to_the_environment(monkeypatch):
 
 
 def test_stack_imports_stay_light():
-    """fakeface.tracking imports the stack's health check: the stack must not import it back, nor
-    anything heavy at module level (boto3, psutil, dvc, mlflow are imported where they are used)."""
+    """The stack uses tracking's health check (standard library only), and nothing heavy at module
+    level (boto3, psutil, dvc, mlflow are imported where they are used)."""
     code = (
-        "import sys, fakeface.stack, fakeface.stack_cli; "
-        "heavy = {'fakeface.tracking', 'mlflow', 'boto3', 'botocore', 'psutil', 'dvc'} & set(sys.modules); "
+        "import sys, fakeface.stack, fakeface.cli.stack; "
+        "heavy = {'fakeface.tracking.mlflow_run', 'mlflow', 'boto3', 'botocore', 'psutil', 'dvc'} & set(sys.modules); "
         "print(sorted(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -292,7 +292,7 @@ def test_stack_imports_stay_light():
 
 
 def test_runs_command_fails_fast_when_the_server_is_down(monkeypatch, caplog):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -309,8 +309,8 @@ def test_train_stage_fails_fast_when_the_server_is_down(synthetic_shards, tmp_pa
 
     if "check_tracking_server" not in inspect.getsource(tracking.configure):
         pytest.skip("tracking.configure does not call stack.check_tracking_server yet")
-    from fakeface import train
-    from fakeface.stage_paths import TrainPaths
+    from fakeface.stages import train
+    from fakeface.stages.paths import TrainPaths
 
     _, shards = synthetic_shards
     with socket.socket() as sock:
@@ -426,9 +426,11 @@ def test_pipeline_logs_to_the_server_and_artifacts_land_in_s3(
 ):
     import mlflow
 
-    from fakeface import evaluate, register, train
-    from fakeface.runs import runs_table
-    from fakeface.stage_paths import EvaluatePaths, RegisterPaths, TrainPaths
+    from fakeface.stages import evaluate
+    from fakeface.stages import register
+    from fakeface.stages import train
+    from fakeface.tracking.runs import runs_table
+    from fakeface.stages.paths import EvaluatePaths, RegisterPaths, TrainPaths
 
     cfg, creds, _ = running_stack
     _, shards = synthetic_shards
@@ -564,7 +566,7 @@ def test_dvc_push_then_pull_into_a_fresh_clone(running_stack, tmp_path):
 
 @pytest.mark.slow
 def test_cli_status_and_env(running_stack, capsys, monkeypatch, tmp_path):
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     cfg, creds, _ = running_stack
     _no_aws_env(monkeypatch)
@@ -756,7 +758,7 @@ def test_data_survives_a_restart(running_stack, capsys, monkeypatch):
     """Runs last: `stack down`, everything stopped, `stack up` again (same saved ports), data kept."""
     import psutil
 
-    from fakeface.cli import main
+    from fakeface.cli.main import main
 
     cfg, creds, _ = running_stack
     _no_aws_env(monkeypatch)

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fakeface import SPLITS
 from fakeface.config import SplitFractions, SyntheticConfig
-from fakeface.synthetic import (
+from fakeface.data.synthetic import (
     IMAGES_SUBDIR,
     generate,
     global_statistics,

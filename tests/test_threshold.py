@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import mlflow
 from mlflow.tracking import MlflowClient
 
-from fakeface.calibration import (
+from fakeface.analysis.calibration import (
     calibration_table,
     expected_calibration_error,
     select_threshold,
     threshold_sweep,
 )
 from fakeface.config import ConfigError, EvaluateConfig, parse_params
-from fakeface.stage_paths import EvaluatePaths
+from fakeface.stages.paths import EvaluatePaths
 
 # 3 real, 7 fake. Calling everything above 0.15 fake gets the best F1 (F1 weighs only the fake
 # class, so it likes recall); Youden's J weighs both classes and cuts higher, at 0.35.
@@ -123,8 +124,8 @@ def evaluate_into(out: Path, root: Path, shards: Path) -> EvaluatePaths:
 
 
 def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(trained, monkeypatch):
-    from fakeface import evaluate
-    from fakeface.evaluate import predict_split
+    from fakeface.stages import evaluate
+    from fakeface.stages.evaluate import predict_split
 
     root, shards = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -180,7 +181,9 @@ def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(t
         robustness["perturbations"]["jpeg_q50"]["accuracy"]
     )
     assert run.data.tags["evaluate.threshold_method"] == "youden"
-    assert run.data.tags["evaluate.robustness.jpeg_q50.quality"] == "50"
+    settings = mlflow.artifacts.load_dict(f"runs:/{run_id}/settings/evaluate.json")
+    assert settings["robustness.jpeg_q50.quality"] == 50 and settings["threshold_method"] == "youden"
+    assert "evaluate.robustness.jpeg_q50.quality" not in run.data.tags, "details in the artifact, not tags"
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate")}
     assert {"evaluate/robustness.csv", "evaluate/robustness.png", "evaluate/calibration.png",
             "evaluate/slices.json", "evaluate/slices.md"} <= artifacts
@@ -188,7 +191,7 @@ def test_evaluate_reports_both_thresholds_calibration_robustness_slices_and_ig(t
 
 
 def test_fixed_method_keeps_the_param_in_the_evaluation(trained, tmp_path):
-    from fakeface import evaluate
+    from fakeface.stages import evaluate
 
     root, shards = trained
     params = parse_params({"evaluate": {"threshold_method": "fixed", "threshold": 0.3, "robustness": {},

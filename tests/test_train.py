@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from conftest import small_params
 from training import kill_after_epochs
-from fakeface import train
-from fakeface.runtime import Runtime
-from fakeface.stage_paths import TrainPaths
+from fakeface.stages import train
+from fakeface.config.runtime import Runtime
+from fakeface.stages.paths import TrainPaths
 
 keras = pytest.importorskip("keras")
 
@@ -96,7 +96,7 @@ def test_killed_training_resumes_in_the_same_run(synthetic_shards, mlflow_store,
 
 
 def test_changed_params_do_not_resume_stale_checkpoints(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
-    from fakeface.train import CheckpointState, fingerprint
+    from fakeface.stages.train import CheckpointState, fingerprint
 
     monkeypatch.chdir(tmp_path)
     params, shards = synthetic_shards

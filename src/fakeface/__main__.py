@@ -1,3 +1,3 @@
-from fakeface.cli import main
+from fakeface.cli.main import main
 
 raise SystemExit(main())

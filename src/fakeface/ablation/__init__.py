@@ -1,7 +1,7 @@
 """``fakeface ablate``: ablation and tuning with Optuna; every trial a nested MLflow run.
 
 A trial is the base params (``params.yaml`` plus ``ablation.fixed``) with one point of
-``ablation.search_space`` applied at dotted param paths, trained by :func:`fakeface.train.run` on
+``ablation.search_space`` applied at dotted param paths, trained by :func:`fakeface.stages.train.run` on
 the train split and measured on the **validation** split only; the test split is never used to
 choose. The chosen configuration is then retrained on train + valid and tested, once, on test.
 
@@ -15,12 +15,13 @@ module              job
 ``workers``         running the trials: one worker, spawned processes, the Kubeflow plan
 ``report``          the seed-style tables; finalizing the study on its parent run
 ``retrain``         the best configuration on train + valid, evaluated on test
-``cli``             ``fakeface ablate [report|retrain]``
 ==================  ======================================================================
+
+Its command line, ``fakeface ablate [report|retrain]``, is :mod:`fakeface.cli.ablation`.
 
 The modules import one another in that order only (no cycles). The names below are importable
 from the package itself; they load their module on first use, so building the ``fakeface``
-parser (which imports :mod:`fakeface.ablation.cli`) does not import Optuna.
+parser (which imports :mod:`fakeface.cli.ablation`) does not import Optuna.
 
 On one machine: :func:`run_study`. On Kubeflow: :func:`plan_study` once, :func:`run_worker` per
 pod, then :func:`finalize_study` and :func:`retrain_best`.
@@ -32,7 +33,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what static tools see; at run time, __getattr__ imports a module on first use
-    from fakeface.ablation.cli import add_ablate_commands
     from fakeface.ablation.report import finalize_study, render_report, summary_metrics, write_report
     from fakeface.ablation.retrain import RetrainResult, retrain_best, retrain_runtime
     from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, build_spec, default_study_name, study_name
@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # what static tools see; at run time, __getattr__ imports a m
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    **dict.fromkeys(["add_ablate_commands"], "cli"),
     **dict.fromkeys(["finalize_study", "render_report", "summary_metrics", "write_report"], "report"),
     **dict.fromkeys(["RetrainResult", "retrain_best", "retrain_runtime"], "retrain"),
     **dict.fromkeys(["CONFIG_PARAM", "SPEC_ATTR", "build_spec", "default_study_name", "study_name"], "space"),

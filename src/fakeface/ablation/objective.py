@@ -1,6 +1,6 @@
 """One trial: train a configuration, measure it on the validation split, log it as a child run.
 
-A trial trains with :func:`fakeface.train.run` on the train split, in its own folder under the
+A trial trains with :func:`fakeface.stages.train.run` on the train split, in its own folder under the
 runtime's ablation work folder (its checkpoints there too, through a :class:`Runtime` of its own;
 the folder is removed after the trial). Its objective is measured on the **validation** split only
 (``val_auc``, ``val_accuracy`` or ``val_loss`` of the model the trial trained): the test split is
@@ -32,12 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fakeface import FakefaceError
 from fakeface.ablation.parent_run import parent_run
-from fakeface.ablation.report import classification_table
+from fakeface.analysis.metrics import classification_table
 from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, describe, suggest, trial_params
 from fakeface.ablation.study import config_key, has_config
 from fakeface.config import ConfigError, Params, parse_params
-from fakeface.runtime import Runtime
-from fakeface.stage_paths import TrainPaths
+from fakeface.config.runtime import Runtime
+from fakeface.stages.paths import TrainPaths
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def validation_metrics(model_path: str | Path, shards_dir: str | Path, params: P
     import numpy as np
     from sklearn.metrics import log_loss
 
-    from fakeface.metrics import compute_metrics, predict_split
+    from fakeface.analysis.metrics import compute_metrics, predict_split
 
     model = keras.models.load_model(model_path, compile=False)
     preds = predict_split(model, shards_dir, "valid", params.evaluate.batch_size)
@@ -153,7 +153,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
 
-        from fakeface import train
+        from fakeface.stages import train
 
         overrides, config = self.suggest(trial)
         frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)

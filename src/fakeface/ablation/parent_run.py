@@ -20,7 +20,7 @@ import optuna
 
 from fakeface.ablation.space import MLFLOW_ATTR, SPEC_ATTR
 from fakeface.config import parse_params
-from fakeface.redact import redact
+from fakeface.tracking.redact import redact
 
 log = logging.getLogger(__name__)
 

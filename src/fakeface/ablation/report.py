@@ -23,6 +23,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from fakeface import FakefaceError
+from fakeface.analysis.metrics import classification_table
 from fakeface.ablation.parent_run import parent_run
 from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, format_value, same_value, trial_params
 from fakeface.ablation.study import best_trial, importances, load_study, resolve_storage, trial_overrides
@@ -47,22 +48,6 @@ def _last_report(trial: FrozenTrial) -> str:
 def _differences(overrides: dict[str, Any], base: dict[str, Any]) -> str:
     changed = [f"{k}={format_value(v)}" for k, v in overrides.items() if not same_value(v, base.get(k))]
     return ", ".join(changed) or "base"
-
-
-def classification_table(metrics: dict[str, Any]) -> str:
-    """The seed's table; :func:`fakeface.evaluate.classification_table` when it is there."""
-    try:
-        from fakeface.metrics import classification_table as table
-
-        return table(metrics)
-    except (ImportError, KeyError, TypeError):  # keep the report independent of evaluate's changes
-        lines = ["| class | precision | recall | f1-score | support |", "|---|---:|---:|---:|---:|"]
-        for name in ("real", "fake"):
-            row = metrics[name]
-            lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
-                         f"{row['f1-score']:.4f} | {row['support']} |")
-        lines.append(f"| **accuracy** | | | {metrics['accuracy']:.4f} | {metrics['n']} |")
-        return "\n".join(lines) + "\n"
 
 
 def _pick(trials: list[FrozenTrial], path: str, value: Any, base: dict[str, Any], spec: dict[str, Any],

@@ -25,8 +25,8 @@ import yaml
 from fakeface.ablation.space import study_name as derive_study_name
 from fakeface.ablation.study import best_params, resolve_storage
 from fakeface.config import Params
-from fakeface.runtime import Runtime
-from fakeface.stage_paths import EvaluatePaths, TrainPaths
+from fakeface.config.runtime import Runtime
+from fakeface.stages.paths import EvaluatePaths, TrainPaths
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RetrainResult:
     #: The MLflow run of the retrained model (training curves, test metrics, plots).
     run_id: str
     epochs: int
-    #: The test metrics, as :func:`fakeface.evaluate.run` returns them.
+    #: The test metrics, as :func:`fakeface.stages.evaluate.run` returns them.
     test: dict[str, Any]
 
 
@@ -90,7 +90,8 @@ def retrain_best(
     """
     import mlflow
 
-    from fakeface import evaluate, train
+    from fakeface.stages import evaluate
+    from fakeface.stages import train
 
     url = resolve_storage(storage)
     name = derive_study_name(params, train_paths.shards, study_name)

@@ -2,7 +2,7 @@
 
 The study lives in an Optuna RDB storage (SQLite by default; a PostgreSQL/MySQL URL lets workers on
 several machines share it). The storage URL is a runtime setting, not a param
-(:class:`fakeface.runtime.Runtime`): it may hold a password, and it says where the study is kept,
+(:class:`fakeface.config.runtime.Runtime`): it may hold a password, and it says where the study is kept,
 not what it studies. A bare ``postgresql://`` URL (as a Kubernetes Secret holds it) gets the
 driver that is installed (the image has psycopg2; SQLAlchemy 2.1 would pick psycopg 3).
 
@@ -42,8 +42,8 @@ from fakeface.ablation.space import (
     trial_params,
 )
 from fakeface.config import ConfigError, Params, PrunerConfig, parse_params
-from fakeface.redact import redact
-from fakeface.runtime import Runtime
+from fakeface.tracking.redact import redact
+from fakeface.config.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ the old trial is known dead, and must neither leave it behind nor take another c
 twice.
 
 Where a worker keeps its trial folders is the runtime's ablation work folder
-(:class:`fakeface.runtime.Runtime`: ``--workdir``, ``FAKEFACE_ABLATION_WORKDIR``, default
+(:class:`fakeface.config.runtime.Runtime`: ``--workdir``, ``FAKEFACE_ABLATION_WORKDIR``, default
 ``checkpoints/ablation``), never a param: it does not change what a trial trains.
 """
 
@@ -48,7 +48,7 @@ from fakeface.ablation.study import (
     trials_to_start,
 )
 from fakeface.config import Params, parse_params
-from fakeface.runtime import Runtime
+from fakeface.config.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

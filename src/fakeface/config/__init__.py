@@ -8,7 +8,7 @@ instead of an hour into a GPU run.
 The defaults of every field are the project's defaults: ``params.yaml`` spells the same values out
 with comments (a test fails when the two disagree), so a pipeline compiled from Python, or
 ``predict`` run outside a project, behaves as ``dvc repro`` does. Where things run (checkpoint and
-work folders, study storage) is not a parameter: see :mod:`fakeface.runtime`.
+work folders, study storage) is not a parameter: see :mod:`fakeface.config.runtime`.
 
 One module per stage group: :mod:`~fakeface.config.data`, :mod:`~fakeface.config.augment`,
 :mod:`~fakeface.config.train`, :mod:`~fakeface.config.evaluate`, :mod:`~fakeface.config.ablation`.

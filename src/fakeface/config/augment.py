@@ -3,12 +3,12 @@
 This module is the light half of the augmentation registry: each augmentation is one parameter
 class registered with :func:`register` (its name, its seed index, its defaults and constraints,
 and a docstring saying what it does, which the README's table is rendered from). The TensorFlow
-op that implements it is registered against the same name in :mod:`fakeface.augmentations`, and
+op that implements it is registered against the same name in :mod:`fakeface.data.augmentations`, and
 :class:`AugmentConfig` is built from the registry, so neither can list an augmentation the other
 lacks. Nothing here imports TensorFlow: validating ``params.yaml`` stays fast.
 
 Adding an augmentation: a class below with ``@register("name", seed_index=<next free index>)``,
-its op in :mod:`fakeface.augmentations` with ``@OPS.register("name")``, a ``test_<name>_...`` in
+its op in :mod:`fakeface.data.augmentations` with ``@OPS.register("name")``, a ``test_<name>_...`` in
 ``tests/test_augmentations.py``, its line in ``params.yaml``'s ``augment:`` and the README table
 regenerated (the tests name each one that is missing).
 
@@ -16,7 +16,7 @@ Where each runs: an augmentation whose TensorFlow ops all have GPU kernels may r
 training step (``train.augment_on: device``); one with ``host_only`` (a reason: which op has a CPU
 kernel only) always runs in the CPU input pipeline, and so does every augmentation before it, so
 the order (and every image a seed gives) is the same wherever they run
-(:func:`fakeface.data.plan_augmentations`). A test checks each ``host_only`` against the kernels
+(:func:`fakeface.data.pipeline.plan_augmentations`). A test checks each ``host_only`` against the kernels
 TensorFlow registers.
 
 Order and seeds: augmentations are applied in registration order (the order of the classes

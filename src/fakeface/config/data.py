@@ -23,11 +23,16 @@ class SplitFractions(Section):
 
 
 class SyntheticConfig(Section):
-    """The embedded default data set (see :mod:`fakeface.synthetic`)."""
+    """The embedded default data set (see :mod:`fakeface.data.synthetic`)."""
 
     images_per_class: int = Field(500, ge=10, description="per class, over all splits")
     image_size: int = Field(64, ge=16, le=1024, description="side of the square images, px")
     jpeg_quality: int = Field(92, ge=50, le=100, description="the same for both classes")
+
+
+#: The most pixels an image may have before it is refused as a decompression bomb (40 MP: a
+#: 6,300 px square, far beyond any face data set); ``data.max_pixels`` and every scorer's default.
+MAX_PIXELS = 40_000_000
 
 
 class DataConfig(Section):
@@ -38,7 +43,7 @@ class DataConfig(Section):
     )
     split: SplitFractions = SplitFractions()
     max_pixels: int = Field(
-        40_000_000, ge=1, description="larger images are quarantined (decompression bombs)"
+        MAX_PIXELS, ge=1, description="larger images are quarantined (decompression bombs)"
     )
     max_archive_bytes: int = Field(
         64 << 30,

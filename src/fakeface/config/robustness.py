@@ -4,7 +4,7 @@ Each kind of perturbation is one parameter class registered with :func:`register
 (the ``Literal`` of its ``kind`` field, which is also the discriminator of ``params.yaml``
 entries), its defaults and constraints, and a docstring saying what it does (the README's table
 is rendered from it). The numpy function that applies it is registered against the same kind in
-:mod:`fakeface.robustness`. The discriminated union :data:`Perturbation` that
+:mod:`fakeface.analysis.robustness`. The discriminated union :data:`Perturbation` that
 ``evaluate.robustness`` validates against, and the error listing the kinds, are built from the
 registry, so a new kind is one class here plus its function (and its test). No TensorFlow, PIL or
 numpy is imported here.
@@ -38,7 +38,7 @@ PERTURBATIONS: Registry[PerturbationSpec] = Registry("perturbation")
 
 class PerturbationConfig(Section):
     """Base of every perturbation: applied to the original decoded test images (see
-    :mod:`fakeface.robustness`), and switched off with ``enabled: false``."""
+    :mod:`fakeface.analysis.robustness`), and switched off with ``enabled: false``."""
 
     enabled: bool = True
 

@@ -13,7 +13,7 @@ Auto = Literal["auto", "on", "off"]
 
 
 class TrainConfig(Section):
-    backbone: str = Field("smallcnn", description="a registered backbone (fakeface.backbones)")
+    backbone: str = Field("smallcnn", description="a registered backbone (fakeface.model.backbones)")
     weights: str = Field("none", description="imagenet | none | path to a weights file")
     image_size: int | None = Field(None, ge=16, le=1024, description="null: the backbone default")
     batch_size: int = Field(32, ge=1, description="images per step")
@@ -66,7 +66,7 @@ class TrainConfig(Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from fakeface.backbones import BACKBONES  # local import: keras is heavy
+        from fakeface.model.backbones import BACKBONES  # local import: keras is heavy
 
         key = value.lower()
         if key not in BACKBONES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fakeface import FakefaceError
-from fakeface.images import ImageInfo
+from fakeface.data.images import ImageInfo
 
 #: Every quarantine reason, in the order the report lists them.
 REASONS = (

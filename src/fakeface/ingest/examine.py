@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from fakeface.images import ImageInfo, Problem, inspect_image, normalize_image
+from fakeface.data.images import ImageInfo, Problem, inspect_image, normalize_image
 from fakeface.ingest.entries import Entry
-from fakeface.manifest import file_sha256
+from fakeface.data.manifest import file_sha256
 
 #: Worker threads for hashing + decoding.
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))

@@ -21,7 +21,7 @@ import pandas as pd
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import DataConfig
 from fakeface.ingest.entries import REASONS, Entry
-from fakeface.manifest import COLUMNS
+from fakeface.data.manifest import COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def build_report(
 
 def manifest_frame(kept: list[Entry], source_name: str) -> pd.DataFrame:
     """One manifest row per kept entry, in the given order, with the columns of
-    :data:`fakeface.manifest.COLUMNS`."""
+    :data:`fakeface.data.manifest.COLUMNS`."""
     rows = []
     for entry in kept:
         info = entry.info

@@ -1,7 +1,7 @@
 """Where a ``data.source`` text points, turned into a folder on disk the layouts can scan.
 
 ``synthetic``
-    The embedded data set: :func:`fakeface.synthetic.generate` writes the 140k layout under
+    The embedded data set: :func:`fakeface.data.synthetic.generate` writes the 140k layout under
     ``raw_dir/synthetic``. Source column ``synthetic``.
 a folder
     Scanned where it is (its layout is detected by :mod:`fakeface.ingest.layouts`).
@@ -31,7 +31,7 @@ from pathlib import Path
 from fakeface.config import DataConfig
 from fakeface.ingest.archives import extract_zip
 from fakeface.ingest.entries import Entry, IngestError
-from fakeface.atomic import remove_tree
+from fakeface.data.atomic import remove_tree
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.layouts.csv_list import CsvList
 
@@ -57,7 +57,7 @@ class Source:
 def resolve_source(text: str, cfg: DataConfig, seed: int, raw_dir: Path) -> Source:
     """Turn one ``data.source`` entry into a :class:`Source`, or say why it cannot be used."""
     if text.lower() == "synthetic":
-        from fakeface import synthetic  # local import: only this source needs it
+        from fakeface.data import synthetic  # local import: only this source needs it
 
         target = raw_dir / SYNTHETIC_DIR
         remove_tree(target)  # no stale images from a run with other parameters

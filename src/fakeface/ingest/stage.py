@@ -26,11 +26,11 @@ import pandas as pd
 
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import DataConfig, Params
-from fakeface.images import Problem, pil_limits
+from fakeface.data.images import Problem, pil_limits
 from fakeface.ingest.decisions import assign_splits, cross_dataset_splits, resolve_duplicates
 from fakeface.ingest.entries import Entry, IngestError
 from fakeface.ingest.examine import DEFAULT_WORKERS, examine, normalize, ordered_map
-from fakeface.atomic import commit_dir, is_disk_full, remove_tree, staging_dir
+from fakeface.data.atomic import commit_dir, is_disk_full, remove_tree, staging_dir
 from fakeface.ingest.layouts import detect_layout, expected_layouts
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.report import (
@@ -43,8 +43,8 @@ from fakeface.ingest.report import (
 )
 from fakeface.ingest.sources import Source, check_outside, resolve_source
 from fakeface.logs import progress
-from fakeface.manifest import write_manifest
-from fakeface.stage_paths import IngestPaths
+from fakeface.data.manifest import write_manifest
+from fakeface.stages.paths import IngestPaths
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ The package, one job a module (each imports only the standard library at module 
   services' environment;
 * :mod:`~fakeface.stack.tls`: SeaweedFS' certificates and security.toml;
 * :mod:`~fakeface.stack.process`: spawn, record (pid + start time + command line), stop;
-* :mod:`~fakeface.stack.health`: the tracking-server check and HTTP probes;
+* :mod:`~fakeface.tracking.health`: the tracking-server check and HTTP probes;
 * :mod:`~fakeface.stack.s3`: boto3 client, key check, bucket;
 * :mod:`~fakeface.stack.seaweedfs` and :mod:`~fakeface.stack.mlflow_server`: the two services;
 * :mod:`~fakeface.stack.lifecycle`: ``up``, ``down``, ``status``;
@@ -61,7 +61,7 @@ from fakeface.stack.credentials import (
     resolve_mlflow_login,
 )
 from fakeface.stack.dvc_remote import configure_dvc_remote
-from fakeface.stack.health import check_tracking_server
+from fakeface.tracking.health import check_tracking_server
 from fakeface.stack.lifecycle import ServiceStatus, UpResult, down, status, up
 from fakeface.stack.mlflow_server import postgres_driver_uri
 from fakeface.stack.process import Service, read_state

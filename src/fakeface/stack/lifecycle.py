@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fakeface import FakefaceError
 from fakeface.stack.config import StackConfig
 from fakeface.stack.credentials import Credentials, MlflowLogin, resolve_credentials, resolve_mlflow_login
-from fakeface.stack.health import http_status
+from fakeface.tracking.health import http_status
 from fakeface.stack.mlflow_server import login_status, postgres_driver_uri, start_mlflow, wait_mlflow
 from fakeface.stack.process import await_stop, check_ports, read_state, signal_stop, stop, write_state
 from fakeface.stack.s3 import check_s3, ensure_bucket

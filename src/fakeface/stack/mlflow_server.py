@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 import sys
 
-from fakeface.redact import redact
+from fakeface.tracking.redact import redact
 from fakeface.stack.config import HOST, REGION, StackConfig, StackError
 from fakeface.stack.credentials import Credentials, MlflowLogin, clean_env, mlflow_server_secret, write_private
-from fakeface.stack.health import http_status
+from fakeface.tracking.health import http_status
 from fakeface.stack.process import Service, spawn, wait_until
 
 #: How long ``up`` waits for the server's /health (importing MLflow takes 5-15 s on a busy machine).

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fakeface.redact import redact
+from fakeface.tracking.redact import redact
 from fakeface.stack.config import HOST, StackConfig, StackError
 
 log = logging.getLogger("fakeface.stack")

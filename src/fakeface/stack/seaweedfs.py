@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fakeface.stack.config import GRPC_OFFSET, HOST, WEED_ENV, StackConfig, StackError
 from fakeface.stack.credentials import Credentials, clean_env, write_private
-from fakeface.stack.health import http_status
+from fakeface.tracking.health import http_status
 from fakeface.stack.process import Service, spawn, wait_until
 from fakeface.stack.tls import ensure_certificates, security_toml
 

@@ -1,0 +1,1 @@
+"""What evaluate measures beyond the test metrics: calibration, robustness, slices, explanations, external sets, the model card."""
