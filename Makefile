@@ -49,8 +49,9 @@ dvc-deps: setup
 lock:
 	$(BIN)/python docker/lock.py
 
+# Prints the URL of the experiment's training runs, then serves the UI on 127.0.0.1:5000.
 ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///mlflow.db
+	$(BIN)/fakeface ui
 
 clean:
 	rm -rf data/raw data/manifest.csv data/ingest_report.json data/shards models metrics plots reports checkpoints dvc_plots

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ablate_commands(sub).set_defaults(uses_tensorflow=True)
 
-    from fakeface.recipes import add_recipe_commands  # named parameter profiles
+    from fakeface.cli.recipes import add_recipe_commands  # named parameter profiles
 
     add_recipe_commands(sub)
 
@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fakeface.cli.serve import add_serve_commands  # serve, deploy kserve: the image-in model
 
     add_serve_commands(sub)
+
+    from fakeface.cli.ui import add_ui_command  # the MLflow UI on the training runs
+
+    add_ui_command(sub)
     return parser
 
 
