@@ -77,7 +77,7 @@ def test_registry_lookups_say_what_exists() -> None:
     assert list_layouts()[0] == "140k" and len(set(list_layouts())) == len(list_layouts())
     with pytest.raises(ValueError, match="unknown layout 'nope'; expected one of 140k"):
         get_layout("nope")
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         register(get_layout("csv"))
 
 

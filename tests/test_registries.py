@@ -186,3 +186,17 @@ def test_markdown_lists_defaults_bounds_and_descriptions():
     table = augment_config.markdown_table()
     assert "| 2 | `augment.crop` | `enabled` = false; `min_fraction` = 0.8, in (0, 1] | Random crop" in table
     assert "`downscale_half` (factor=0.5)" in robustness_config.markdown_table()
+
+
+def test_an_unknown_name_is_the_same_error_in_every_registry():
+    """Stages, layouts, augmentations and perturbations share one registry implementation: an
+    unknown name is one UnknownNameError (a FakefaceError: one line, exit 2) listing the known."""
+    from fakeface.config.augment import get_augmentation
+    from fakeface.config.registry import UnknownNameError
+    from fakeface.config.robustness import get_perturbation
+    from fakeface.ingest.layouts import get_layout
+    from fakeface.stages import get_stage
+
+    for get in (get_stage, get_layout, get_augmentation, get_perturbation):
+        with pytest.raises(UnknownNameError, match=r"unknown \w+ 'nope'; expected one of \w"):
+            get("nope")

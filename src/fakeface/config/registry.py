@@ -1,4 +1,9 @@
-"""Name -> entry registries for pluggable image operations (augmentations, robustness checks).
+"""Name -> entry registries: the one implementation behind every family the project builds by name
+(stages, data set layouts, backbones, augmentations, robustness checks), timm style: entries are
+added in an order that means something (run, detect or apply order), looked up by name, listed,
+and an unknown name is one :class:`UnknownNameError` listing the known ones.
+
+For pluggable image operations (augmentations, robustness checks) each entry has two halves.
 
 Why two halves: the *light* half (a name, its pydantic parameter class with defaults and docstring)
 is what parameter validation, the CLI and the docs need, and it must import without TensorFlow
@@ -22,8 +27,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from fakeface import FakefaceError
+
 F = TypeVar("F", bound=Callable[..., Any])
-E = TypeVar("E", bound="Entry")
+E = TypeVar("E")
+
+
+class UnknownNameError(FakefaceError):
+    """A name no entry of a registry has (a typo in params, or a command-line argument)."""
 
 
 @dataclass(frozen=True)
@@ -55,27 +66,37 @@ class Entry:
 
 
 class Registry(Generic[E]):
-    """Entries by name, in registration order (which is meaningful: see each registry)."""
+    """Entries by name, in registration order (which is meaningful: see each registry).
 
-    def __init__(self, what: str) -> None:
+    An entry is anything with a ``name`` (a stage, a layout class, a backbone spec, an
+    :class:`Entry`); with ``documented``, also a non-empty ``doc`` (or a docstring), which the
+    generated docs show.
+    """
+
+    def __init__(self, what: str, documented: bool = True) -> None:
         self.what = what
+        self.documented = documented
         self._entries: dict[str, E] = {}
 
     def add(self, entry: E) -> E:
-        if entry.name in self._entries:
-            raise ValueError(f"{self.what} {entry.name!r} is registered twice")
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", entry.name):
-            raise ValueError(f"{self.what} name {entry.name!r}: use lower-case letters, digits and '_'")
-        if not entry.doc:
-            raise ValueError(f"{self.what} {entry.name!r}: its config class needs a docstring (the docs use it)")
-        self._entries[entry.name] = entry
+        name = entry.name  # type: ignore[attr-defined]
+        if name in self._entries:
+            raise ValueError(f"{self.what} {name!r} is registered twice")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+            raise ValueError(f"{self.what} name {name!r}: use lower-case letters, digits and '_'")
+        doc = entry.doc if hasattr(entry, "doc") else entry.__doc__
+        if self.documented and not doc:
+            raise ValueError(f"{self.what} {name!r} needs a docstring (the docs use it)")
+        self._entries[name] = entry
         return entry
 
     def get(self, name: str) -> E:
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(f"unknown {self.what} {name!r}; expected one of {', '.join(self._entries)}") from None
+            raise UnknownNameError(
+                f"unknown {self.what} {name!r}; expected one of {', '.join(self._entries)}"
+            ) from None
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -99,6 +99,9 @@ def _small_cnn(image_size: int, weights: str | None) -> Any:
     return model
 
 
+#: The backbones by name. A plain dict, not :class:`fakeface.config.registry.Registry` like the other
+#: families: the image's weight-baking step (docker/bake_weights.py) loads this file alone, before
+#: the package is installed, so it imports nothing of fakeface.
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fakeface import FakefaceError
+from fakeface.config.registry import Registry
 from fakeface.config import Params
 from fakeface.config.augment import list_augmentations
 from fakeface.config.runtime import Runtime
@@ -72,7 +73,7 @@ class Stage:
         for name in paths.roles(INPUT):
             path = Path(getattr(paths, name))
             if not path.exists():
-                makers = [s.name for s in _REGISTRY.values()
+                makers = [s.name for s in STAGES
                           if any(getattr(s.paths(), out) == path for out in s.paths.roles(OUTPUT))]
                 hint = f" (an output of the {makers[0]} stage: run it first)" if makers else ""
                 raise MissingInputError(f"{self.name}: {paths.help(name)} not found at {path}{hint}")
@@ -82,29 +83,24 @@ class MissingInputError(FakefaceError):
     """A stage's input path does not exist."""
 
 
-_REGISTRY: dict[str, Stage] = {}
+#: The stages in pipeline order.
+STAGES: Registry[Stage] = Registry("stage", documented=False)
 
 
 def register_stage(stage: Stage) -> Stage:
     """Add a stage (in pipeline order); a second stage of the same name is an error."""
-    if stage.name in _REGISTRY:
-        raise ValueError(f"stage {stage.name!r} is registered twice")
     if stage.paths.stage != stage.name:
         raise ValueError(f"stage {stage.name!r} has the paths of {stage.paths.stage!r}")
-    _REGISTRY[stage.name] = stage
-    return stage
+    return STAGES.add(stage)
 
 
 def list_stages() -> list[str]:
     """Stage names in pipeline order."""
-    return list(_REGISTRY)
+    return STAGES.names()
 
 
 def get_stage(name: str) -> Stage:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown stage {name!r}; expected one of {', '.join(_REGISTRY)}") from None
+    return STAGES.get(name)
 
 
 register_stage(Stage(

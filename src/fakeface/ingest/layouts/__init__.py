@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fakeface.ingest.layouts.artifact import Artifact
+from fakeface.config.registry import Registry
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.layouts.ciplab import Ciplab
 from fakeface.ingest.layouts.csv_list import CsvList
@@ -34,7 +35,8 @@ __all__ = [
     "register",
 ]
 
-_REGISTRY: dict[str, type[Layout]] = {}
+#: The layouts in detection order.
+LAYOUTS: Registry[type[Layout]] = Registry("layout")
 #: How many wrapper folders (a folder holding one folder) detection looks through.
 _MAX_WRAPPERS = 3
 
@@ -42,28 +44,22 @@ _MAX_WRAPPERS = 3
 def register(layout: type[Layout]) -> type[Layout]:
     """Add ``layout`` after the ones registered so far (so it is tried after them); usable as a
     class decorator."""
-    if layout.name in _REGISTRY:
-        raise ValueError(f"layout {layout.name!r} is already registered")
-    _REGISTRY[layout.name] = layout
-    return layout
+    return LAYOUTS.add(layout)
 
 
 def list_layouts() -> list[str]:
     """The registered layout names, in detection order."""
-    return list(_REGISTRY)
+    return LAYOUTS.names()
 
 
 def get_layout(name: str) -> type[Layout]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown layout {name!r}; expected one of {', '.join(_REGISTRY)}") from None
+    return LAYOUTS.get(name)
 
 
 def detect_layout(root: Path, depth: int = 0) -> Layout | None:
     """The first registered layout that recognises ``root`` (or the only subfolder of a wrapper
     folder, up to a few levels down), or None."""
-    for layout in _REGISTRY.values():
+    for layout in LAYOUTS:
         found = layout.detect(root)
         if found is not None:
             return found
@@ -78,7 +74,7 @@ def detect_layout(root: Path, depth: int = 0) -> Layout | None:
 
 def expected_layouts() -> str:
     """The registered layouts as a sentence, for the "no layout found" error."""
-    phrases = [layout.expected for layout in _REGISTRY.values()]
+    phrases = [layout.expected for layout in LAYOUTS]
     return f"{', '.join(phrases[:-1])}, or {phrases[-1]}" if len(phrases) > 1 else phrases[0]
 
 
@@ -89,7 +85,7 @@ def markdown_table() -> str:
         "wrapper folders) | what ingest keeps and notes |",
         "|---|---|---|",
     ]
-    for layout in _REGISTRY.values():
+    for layout in LAYOUTS:
         cells = (f"`{layout.name}`", layout.shape, layout.keeps)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
