@@ -1,4 +1,8 @@
-"""Outputs that are whole or absent: build a folder beside its final place, rename it in.
+"""Outputs that are whole or absent: build a file or folder beside its final place, rename it in.
+
+Files (a report, a state file, a key file, a normalised image): :func:`replaced` and
+:func:`write_text` write a hidden sibling and replace the file in one rename, so a reader sees the
+old file or the new one, never half of one, and a failure leaves nothing behind. Folders:
 
 Ingest (``data/raw``) and augment (``data/shards``) write thousands of files. A crash, a kill or a
 full disk half way must not leave a folder the next stage takes as complete, nor the previous
@@ -14,6 +18,9 @@ import os
 import re
 import secrets
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: What a full disk (or quota) raises.
@@ -22,6 +29,35 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in DISK_FULL
+
+
+def sibling_temp(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (same file system), unique per process and thread."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+@contextmanager
+def replaced(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; when the block ends it replaces ``path`` in one rename, and
+    when it raises the temporary file is removed. ``mode``: the file is created with these
+    permissions before anything is written (0o600: never readable by others, not even briefly)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = sibling_temp(path)
+    try:
+        if mode is not None:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+            os.chmod(temporary, mode)  # whatever the umask
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` whole or not at all (see :func:`replaced`)."""
+    with replaced(path, mode) as temporary:
+        temporary.write_text(text)
 
 
 def remove_tree(path: Path) -> None:

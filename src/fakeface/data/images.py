@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from fakeface.data.atomic import replaced
 
 #: File name extensions we try to decode. Any other file is quarantined as ``not_an_image``
 #: without being opened (a ``.txt`` that happens to hold JPEG bytes is still not a data set image).
@@ -206,17 +207,12 @@ def normalize_image(source: str | Path, destination: str | Path) -> Problem | No
     (not composited), 16-bit grey is scaled to 8 bits, the first frame of an animation is used.
     Returns a :class:`Problem` (reason ``corrupt``) if the file no longer decodes, else None.
     """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with Image.open(source) as image:
+        with replaced(destination) as temporary, Image.open(source) as image:
             image.load()
             # zlib level 3: ~6x faster than PIL's default 6 on photos, files ~1% larger; lossless
             to_rgb(image).save(temporary, format="PNG", compress_level=3)
-        os.replace(temporary, destination)
     except Exception as error:  # the file changed since inspection, or a decoder error
-        temporary.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise  # a full disk says nothing about this image: the stage stops with a clear error
         return Problem("corrupt", f"normalisation failed: {_error_text(error)}")

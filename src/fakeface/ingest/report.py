@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from fakeface.data import atomic
 from fakeface import CLASS_NAMES, SPLITS
 from fakeface.config import DataConfig
 from fakeface.ingest.entries import REASONS, Entry
@@ -131,10 +131,7 @@ def check_no_leakage(frame: pd.DataFrame) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write through a temporary file and rename, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic.write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def log_summary(report: IngestReport) -> None:

@@ -30,7 +30,7 @@ from fakeface.data.images import Problem, pil_limits
 from fakeface.ingest.decisions import assign_splits, cross_dataset_splits, resolve_duplicates
 from fakeface.ingest.entries import Entry, IngestError
 from fakeface.ingest.examine import DEFAULT_WORKERS, examine, normalize, ordered_map
-from fakeface.data.atomic import commit_dir, is_disk_full, remove_tree, staging_dir
+from fakeface.data.atomic import commit_dir, is_disk_full, remove_tree, sibling_temp, staging_dir
 from fakeface.ingest.layouts import detect_layout, expected_layouts
 from fakeface.ingest.layouts.base import Layout
 from fakeface.ingest.report import (
@@ -184,8 +184,7 @@ def _publish(report: IngestReport, frame: pd.DataFrame | None, staging: Path, ra
     The old manifest goes first, so between the renames there is never a manifest beside images
     it does not describe; with ``frame`` None (the report's ``error`` set) no manifest is left.
     """
-    new_manifest = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
-    new_report = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
+    new_manifest, new_report = sibling_temp(manifest_path), sibling_temp(report_path)
     try:
         if frame is not None:
             with _writing(manifest_path):

@@ -19,6 +19,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakeface.data import atomic
 from fakeface.stack.config import StackConfig, StackError
 
 log = logging.getLogger("fakeface.stack")
@@ -98,15 +99,7 @@ def resolve_credentials(root: str | Path, create: bool = True) -> Credentials:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only (created 0600: no moment it is world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic.write_text(path, text, mode=0o600)
 
 
 @dataclass(frozen=True)

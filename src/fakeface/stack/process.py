@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fakeface.data import atomic
 from fakeface.tracking.redact import redact
 from fakeface.stack.config import HOST, StackConfig, StackError
 
@@ -77,9 +78,7 @@ def write_state(cfg: StackConfig, services: dict[str, Service]) -> None:
     if not services:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"services": {n: asdict(s) for n, s in services.items()}}, indent=2) + "\n")
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps({"services": {n: asdict(s) for n, s in services.items()}}, indent=2) + "\n")
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], cfg: StackConfig, marker: str, url: str,

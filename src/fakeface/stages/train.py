@@ -28,6 +28,7 @@ from mlflow.data.dataset_source_registry import get_registered_sources, resolve_
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 
+from fakeface.data import atomic
 from fakeface import CLASS_NAMES
 from fakeface.model import devices
 from fakeface import tracking
@@ -127,9 +128,7 @@ class CheckpointState:
         root.mkdir(parents=True, exist_ok=True)
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(self.data, indent=1))
 
     def record_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         self.data["epochs"][str(epoch)] = row
