@@ -157,3 +157,32 @@ def tracked_model(tiny_model, tmp_path_factory):
         with mlflow.start_run(run_name="tiny-model") as run:
             tracking.write_run_info(root / "run.json", run.info.run_id, experiment.experiment_id)
     return root, shards, params
+
+
+def register_tiny_model(tracked_model, model_name: str):
+    """Evaluate (Youden threshold on valid, no robustness or explanations) and register the tiny
+    model in its module's store, as the pipeline does: returns ``(root, tracking URI, shards,
+    evaluation, register result)``; the model must have been registered."""
+    from fakeface.config import EvaluateConfig, Params, RegisterConfig
+    from fakeface.stages import evaluate
+    from fakeface.stages import register
+    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
+
+    root, shards, _ = tracked_model
+    params = Params(
+        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
+        register=RegisterConfig(model_name=model_name, min_test_auc=0.0),
+    )
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
+                                               run_info=root / "run.json", shards=shards)
+        evaluation = evaluate.run(params, evaluated)
+        result = register.run(params, RegisterPaths.in_artifacts(
+            root / "registered", model=evaluated.detector, evaluation=evaluated.metrics, run_info=root / "run.json",
+            robustness=evaluated.robustness, slices=evaluated.slices, external_metrics=evaluated.external_metrics,
+        ))
+    assert result.registered
+    return root, uri, shards, evaluation, result

@@ -43,8 +43,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import SHARED_SAMPLE, port_free
-from fakeface.config import EvaluateConfig, Params, RegisterConfig
+from conftest import SHARED_SAMPLE, port_free, register_tiny_model
 
 MODEL_NAME = "fakeface-mlserver-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -63,25 +62,8 @@ def _cache_root() -> Path:
 @pytest.fixture(scope="module")
 def registered(tracked_model):
     """Evaluate + register the tiny model in this module's store; returns (root, tracking URI, shards)."""
-    from fakeface.stages import evaluate
-    from fakeface.stages import register
-    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
-
-    root, shards, _ = tracked_model
-    params = Params(
-        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
-        register=RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0),
-    )
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(root)
-        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
-                                               run_info=root / "run.json", shards=shards)
-        evaluate.run(params, evaluated)
-        result = register.run(params, RegisterPaths(model=evaluated.detector, evaluation=evaluated.metrics,
-                                                    run_info=root / "run.json", registry=root / "registry.json"))
-    assert result.registered and result.serving_uri == SERVING_URI
+    root, uri, shards, _, result = register_tiny_model(tracked_model, MODEL_NAME)
+    assert result.serving_uri == SERVING_URI
     return root, uri, shards
 
 

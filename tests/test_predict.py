@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakeface.config import EvaluateConfig, Params, RegisterConfig
+from conftest import register_tiny_model
 from fakeface.inference.predict import expand_inputs, load_input
 
 MODEL_NAME = "fakeface-predict-test"
@@ -21,26 +21,7 @@ MODEL_NAME = "fakeface-predict-test"
 @pytest.fixture(scope="module")
 def registered(tracked_model):
     """Train, evaluate (Youden threshold on valid), register as @champion in a module store."""
-    from fakeface.stages import evaluate
-    from fakeface.stages import register
-    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
-
-    root, shards, _ = tracked_model
-    params = Params(
-        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
-        register=RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0),
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.chdir(root)
-        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
-                                               run_info=root / "run.json", shards=shards)
-        evaluation = evaluate.run(params, evaluated)
-        result = register.run(params, RegisterPaths.in_artifacts(
-            root / "registered", model=evaluated.detector, evaluation=evaluated.metrics, run_info=root / "run.json",
-            robustness=evaluated.robustness, slices=evaluated.slices, external_metrics=evaluated.external_metrics,
-        ))
-        assert result.registered
+    root, _, shards, evaluation, _ = register_tiny_model(tracked_model, MODEL_NAME)
     return root, shards, evaluation["threshold"]
 
 

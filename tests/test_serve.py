@@ -21,7 +21,7 @@ import requests
 import yaml
 from PIL import Image
 
-from fakeface.config import EvaluateConfig, Params, RegisterConfig
+from conftest import register_tiny_model
 
 MODEL_NAME = "fakeface-serve-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -39,25 +39,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def registered(tracked_model, tmp_path_factory):
     """Evaluate + register the tiny model in a module store; returns (root, env, threshold)."""
-    from fakeface.stages import evaluate
-    from fakeface.stages import register
-    from fakeface.stages.paths import EvaluatePaths, RegisterPaths
-
-    root, shards, _ = tracked_model
-    params = Params(
-        evaluate=EvaluateConfig(threshold_method="youden", robustness={}, explain={"enabled": False}),
-        register=RegisterConfig(model_name=MODEL_NAME, min_test_auc=0.0),
-    )
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(root)
-        evaluated = EvaluatePaths.in_artifacts(root / "eval", model=root / "model.keras",
-                                               run_info=root / "run.json", shards=shards)
-        evaluation = evaluate.run(params, evaluated)
-        result = register.run(params, RegisterPaths(model=evaluated.detector, evaluation=evaluated.metrics,
-                                                    run_info=root / "run.json", registry=root / "registry.json"))
-    assert result.registered and result.serving_uri == SERVING_URI
+    root, uri, shards, evaluation, result = register_tiny_model(tracked_model, MODEL_NAME)
+    assert result.serving_uri == SERVING_URI
     # the venv's bin first, as in an activated venv: `mlflow models serve` starts `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -231,7 +214,7 @@ def test_the_keras_champion_is_unchanged(registered, monkeypatch):
     info = mlflow.models.get_model_info(SERVING_URI)
     assert info.signature.inputs.input_names() == ["image"]
     assert info.metadata["fakeface"]["threshold"] == pytest.approx(registered[2])
-    assert json.loads((root / "registry.json").read_text())["serving_uri"] == SERVING_URI
+    assert json.loads((root / "registered" / "registry.json").read_text())["serving_uri"] == SERVING_URI
 
 
 def _kserve_validator():
