@@ -101,7 +101,7 @@ def test_each_recipe_trains_an_epoch_with_the_gpu_settings(name, synthetic_shard
     assert used.seen == {key: tags[key] for key in used.seen}, "the tags say what Keras trained with"
     assert tags["fakeface.xla"] == "true" and tags["fakeface.mixed_precision"] == "mixed_float16"
     assert tags["fakeface.deterministic"] == "false"
-    assert tags["fakeface.data.augmentations"] != "none"
+    assert tags["fakeface.augmentations"] != "none"
     images = np.random.default_rng(1).uniform(0, 255, (4, RECIPE_SIZES[name], RECIPE_SIZES[name], 3))
     images = images.astype("float32")
     before = used.model(images, training=False)
@@ -125,7 +125,7 @@ def test_every_augmentation_at_once_trains_with_the_gpu_settings(synthetic_shard
     result, _ = _train(params, shards, tmp_path)
     assert math.isfinite(result.history[-1]["loss"])
     # JPEG (no GPU kernel) comes last, so everything computed stays in the input pipeline.
-    assert mlflow.get_run(result.run_id).data.tags["fakeface.data.augmentations"] == (
+    assert mlflow.get_run(result.run_id).data.tags["fakeface.augmentations"] == (
         "flip:input-uint8 " + " ".join(f"{name}:input" for name in list_augmentations()[1:])
     )
 
@@ -147,7 +147,7 @@ def test_augmentation_in_the_xla_step_trains_and_says_where_it_ran(synthetic_sha
     assert math.isfinite(result.history[-1]["loss"])
     tags = mlflow.get_run(result.run_id).data.tags
     assert tags["fakeface.xla"] == "true" == used.seen["fakeface.xla"]
-    assert tags["fakeface.data.augmentations"] == "flip:input-uint8 crop:step rotate:step blur:step"
+    assert tags["fakeface.augmentations"] == "flip:input-uint8 crop:step rotate:step blur:step"
 
 
 def test_the_same_seed_gives_the_same_images_in_the_pipeline_and_in_the_step(synthetic_shards):

@@ -502,7 +502,7 @@ def test_kaggle_bad_handle(tmp_path: Path) -> None:
 
 
 def test_synthetic_source_calls_generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fakeface
+    import fakeface.data
 
     calls = []
 
@@ -514,7 +514,7 @@ def test_synthetic_source_calls_generate(tmp_path: Path, monkeypatch: pytest.Mon
     fake_module = types.ModuleType("fakeface.data.synthetic")
     fake_module.generate = generate
     monkeypatch.setitem(sys.modules, "fakeface.data.synthetic", fake_module)
-    monkeypatch.setattr(fakeface, "synthetic", fake_module, raising=False)
+    monkeypatch.setattr(fakeface.data, "synthetic", fake_module, raising=False)
     stale = tmp_path / "raw" / "synthetic" / "stale.jpg"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")

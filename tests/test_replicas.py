@@ -68,7 +68,7 @@ def test_two_cpu_replicas_train_like_one_with_the_same_global_batch(tiny_model, 
 
     tags = mlflow.get_run(two["run_id"]).data.tags
     assert (tags["fakeface.strategy"], tags["fakeface.replicas"]) == ("MirroredStrategy", "2")
-    assert tags["fakeface.model.devices"].count("device:CPU") == 2
+    assert tags["fakeface.devices"].count("device:CPU") == 2
     assert mlflow.get_run(one["run_id"]).data.tags["fakeface.replicas"] == "1"
     for first, second in zip(_history(tmp_path / "one"), _history(tmp_path / "two")):
         for key in ("loss", "accuracy", "val_loss", "val_auc"):
@@ -103,5 +103,5 @@ def test_a_killed_two_replica_run_resumes_from_its_last_epoch(synthetic_shards, 
     assert steps == [1, 2, 3, 4, 5, 6]
     run = mlflow.get_run(resumed["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["fakeface.data.augmentations"] == "flip:input-uint8 crop:step"
+    assert run.data.tags["fakeface.augmentations"] == "flip:input-uint8 crop:step"
     assert run.data.tags["fakeface.replicas"] == "2"
