@@ -67,8 +67,14 @@ def test_second_repro_does_nothing(project):
 def test_metrics_and_plots_commands_work(project):
     work, env, _ = project
     out = _run(["dvc", "metrics", "show", "--json"], work, env)
-    flat = json.dumps(json.loads(out[out.index("{"):]))
-    assert '"auc"' in flat and '"best_val_auc"' in flat
+    files = json.loads(out[out.index("{"):])[""]["data"]
+    # The experiments table's metrics: training's summary and evaluate's headline, not the details.
+    assert set(files) == {"metrics/train.json", "reports/evaluate/headline.json"}, sorted(files)
+    headline = files["reports/evaluate/headline.json"]["data"]
+    assert set(headline) == {"test_auc", "test_accuracy", "threshold", "real_flagged_fake", "auc_after_jpeg_q75"}
+    evaluation = json.loads((work / "metrics/evaluate.json").read_text())
+    assert headline["test_auc"] == evaluation["auc"] and headline["threshold"] == evaluation["threshold"]
+    assert "best_val_auc" in files["metrics/train.json"]["data"]
     _run(["dvc", "plots", "show", "-o", "dvc_plots"], work, env)
     html = (work / "dvc_plots" / "index.html").read_text()
     assert "roc.csv" in html and "confusion.csv" in html and "history.csv" in html

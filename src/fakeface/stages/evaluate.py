@@ -191,6 +191,7 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
     robustness_files = robustness.write_robustness(
         table, threshold, robustness_path, reports_dir / "robustness.png", plots_dir / "robustness.csv"
     )
+    (reports_dir / HEADLINE_NAME).write_text(json.dumps(headline_metrics(result, table), indent=2) + "\n")
     lap("robustness")
 
     properties = slices.read_properties(shards_dir, "test", cfg.slices.brightness_edges)
@@ -227,6 +228,30 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
             mlflow.log_artifacts(str(plots_dir), "evaluate/plot_data")
             mlflow.log_artifacts(str(explain_dir), "explain")
     return result
+
+
+#: The headline numbers' file, in the reports folder: the experiments table's metrics (dvc.yaml's
+#: top-level ``metrics``); the detailed files stay outputs, out of that table.
+HEADLINE_NAME = "headline.json"
+#: The perturbation whose AUC is a headline number (published detectors collapse under JPEG).
+HEADLINE_PERTURBATION = "jpeg_q75"
+
+
+def headline_metrics(result: dict[str, Any], table: pd.DataFrame | None) -> dict[str, float]:
+    """The handful of numbers ``dvc exp show`` compares runs by: test AUC, accuracy at the chosen
+    threshold, the threshold, the share of real test faces called fake, and the AUC after JPEG q75
+    re-compression (when that check ran). Everything else stays in metrics/*.json and MLflow."""
+    headline = {
+        "test_auc": float(result["auc"]),
+        "test_accuracy": float(result["accuracy"]),
+        "threshold": float(result["threshold"]),
+        "real_flagged_fake": round(1.0 - float(result["real"]["recall"]), 6),
+    }
+    if table is not None and not table.empty:
+        rows = table[table["perturbation"] == HEADLINE_PERTURBATION]
+        if len(rows) and not pd.isna(rows["auc"].iloc[0]):
+            headline[f"auc_after_{HEADLINE_PERTURBATION}"] = float(rows["auc"].iloc[0])
+    return headline
 
 
 def evaluation_report(result: dict[str, Any]) -> str:
