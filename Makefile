@@ -25,8 +25,9 @@ run: setup
 	@echo
 	@cat reports/evaluate/classification_report.md
 	@echo
-	@echo "Metrics: metrics/*.json ('dvc metrics show')   Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
-	@echo "Tracking: mlflow.db -- browse with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Headline: reports/evaluate/headline.json ('dvc metrics show'); every number: metrics/*.json"
+	@echo "Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
+	@echo "Tracking: mlflow.db -- browse the training runs with: make ui"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -739,12 +739,19 @@ def test_seaweedfs_starts_and_stops_20_times_in_a_row(running_stack):
     """`stack up` once failed 1 start in 10. Stop SeaweedFS the way `down` does and `up` again,
     20 times, same ports (freed in time), no retry: every start is healthy. (The MLflow server
     stays up: the starts that failed were SeaweedFS', and one of its starts costs 1-2 s where
-    one of the MLflow server's costs 10-20 s.)"""
+    one of the MLflow server's costs 10-20 s.)
+
+    SeaweedFS' own shutdown now and then hangs after its S3, admin and filer parts have stopped
+    (its log ends at "Filer stopped"); ``stop`` then kills it after 20 s, as ``down`` does, and
+    the next start must still be healthy. More than one such hang in 20 fails the test."""
     cfg, creds, _ = running_stack
     t0 = time.monotonic()
+    killed = 0
     for attempt in range(20):
         outcome = stop(stack.read_state(cfg)["seaweedfs"])
-        assert outcome == "stopped", (attempt, outcome)
+        assert outcome in ("stopped", "killed (did not stop on SIGTERM)"), (attempt, outcome)
+        killed += outcome != "stopped"
+        assert killed <= 1, f"SeaweedFS did not stop on SIGTERM {killed} times in {attempt + 1}"
         result = stack.up(cfg)
         assert result.started == ["seaweedfs"] and result.already_running == ["mlflow"], attempt
         stack.check_s3(cfg.s3_endpoint, creds, cfg.bucket)
