@@ -186,3 +186,20 @@ def register_tiny_model(tracked_model, model_name: str):
         ))
     assert result.registered
     return root, uri, shards, evaluation, result
+
+
+def write_scoring_images(shards, folder):
+    """The images the scoring tests send: a fake and a real JPEG of the test split (bytes as
+    stored), a PNG of another size and a greyscale JPEG; returns the test split's records."""
+    from PIL import Image
+
+    from fakeface.analysis.robustness import iter_records
+
+    records = list(iter_records(shards, "test"))
+    folder.mkdir(exist_ok=True)
+    (folder / "a_fake.jpg").write_bytes(records[-1]["image"])
+    (folder / "b_real.jpg").write_bytes(records[0]["image"])
+    with Image.open(folder / "a_fake.jpg") as image:
+        image.resize((40, 30)).save(folder / "c.png")
+        image.convert("L").save(folder / "d_grey.jpg", quality=95)
+    return records

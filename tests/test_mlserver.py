@@ -38,12 +38,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
-from PIL import Image
 
-from conftest import SHARED_SAMPLE, port_free, register_tiny_model
+from conftest import SHARED_SAMPLE, port_free, register_tiny_model, write_scoring_images
+from servers import ServerProcess
 
 MODEL_NAME = "fakeface-mlserver-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -202,7 +201,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-class MLServer:
+class MLServer(ServerProcess):
     """``mlserver start`` of one model folder, on free loopback ports; stopped by its pid."""
 
     def __init__(self, env: Path, model: Path, folder: Path, manifest_env: dict[str, str]) -> None:
@@ -217,49 +216,12 @@ class MLServer:
             "name": ISVC, "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": str(model)}}))
         environment = {"PATH": f"{env / 'bin'}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
                        "TF_CPP_MIN_LOG_LEVEL": "2", **manifest_env, "MLSERVER_METRICS_PORT": str(metrics)}
-        self.log = folder / "mlserver.log"
-        self.handle = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([str(env / "bin" / "mlserver"), "start", str(folder)], cwd=folder,
-                                        env=environment, stdout=self.handle, stderr=subprocess.STDOUT)
-        self.started = time.monotonic()
-        deadline = self.started + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"MLServer exited {self.process.returncode}:\n{self.tail()}"
-            try:
-                if requests.get(f"{self.url}/v2/models/{ISVC}/ready", timeout=2).status_code == 200:
-                    self.startup_s = time.monotonic() - self.started
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise AssertionError(f"MLServer not ready in {START_TIMEOUT_S} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        super().__init__([str(env / "bin" / "mlserver"), "start", str(folder)], environment, folder,
+                         folder / "mlserver.log", f"{self.url}/v2/models/{ISVC}/ready", START_TIMEOUT_S, "MLServer")
 
     def infer(self, values: list[str]) -> requests.Response:
         body = {"inputs": [{"name": "image", "shape": [len(values)], "datatype": "BYTES", "data": values}]}
         return requests.post(f"{self.url}/v2/models/{ISVC}/infer", json=body, timeout=120)
-
-    def stop(self) -> list[int]:
-        """SIGTERM to the server's pid, then its workers' pids if any outlived it; returns the
-        pids still alive afterwards (none)."""
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        gone, alive = psutil.wait_procs(children, timeout=15)
-        for child in alive:
-            child.kill()
-        self.handle.close()
-        return [child.pid for child in psutil.wait_procs(alive, timeout=5)[1]]
 
 
 # --------------------------------------------------------------------------- the test
@@ -269,17 +231,9 @@ class MLServer:
 def images(registered, shared_sample_or_none):
     """Data-set JPEGs (a fake and a real one), a PNG, a greyscale JPEG, real FFHQ and StyleGAN2
     faces of ../shared where present, and two bad files."""
-    from fakeface.analysis.robustness import iter_records
-
     root, _, shards = registered
-    records = list(iter_records(shards, "test"))
     folder = root / "incoming"
-    folder.mkdir(exist_ok=True)
-    (folder / "a_fake.jpg").write_bytes(records[-1]["image"])
-    (folder / "b_real.jpg").write_bytes(records[0]["image"])
-    with Image.open(folder / "a_fake.jpg") as image:
-        image.resize((40, 30)).save(folder / "c.png")
-        image.convert("L").save(folder / "d_grey.jpg", quality=95)
+    write_scoring_images(shards, folder)
     good = list(GOOD)
     if shared_sample_or_none is not None:
         for name in ("real/r0000.jpg", "real/r0001.jpg", "fake/f0000.jpg"):

@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,8 @@ import requests
 import yaml
 from PIL import Image
 
-from conftest import register_tiny_model
+from conftest import register_tiny_model, write_scoring_images
+from servers import ServerProcess
 
 MODEL_NAME = "fakeface-serve-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -50,17 +49,10 @@ def registered(tracked_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(registered):
     """Real and fake JPEGs of the data set, a PNG, a greyscale JPEG, a WebP, and three bad files."""
-    from fakeface.analysis.robustness import iter_records
-
     root, _, _, shards = registered
-    records = list(iter_records(shards, "test"))
     folder = root / "incoming"
-    folder.mkdir(exist_ok=True)
-    (folder / "a_fake.jpg").write_bytes(records[-1]["image"])
-    (folder / "b_real.jpg").write_bytes(records[0]["image"])
+    records = write_scoring_images(shards, folder)
     with Image.open(folder / "a_fake.jpg") as image:
-        image.resize((40, 30)).save(folder / "c.png")
-        image.convert("L").save(folder / "d_grey.jpg", quality=95)
         image.save(folder / "e.webp", quality=90)
     (folder / "f_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20)
     (folder / "g_truncated.jpg").write_bytes(records[1]["image"][:300])
@@ -68,42 +60,17 @@ def images(registered):
     return folder
 
 
-class Server:
-    """A server subprocess on a free loopback port; stopped (and its log kept) at the end."""
+class Server(ServerProcess):
+    """``fakeface serve`` on a free loopback port; stopped (and its log kept) at the end."""
 
     def __init__(self, argv: list[str], port: int, env: dict, cwd: Path, log: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.handle = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.handle, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"server exited {self.process.returncode}:\n{self.tail()}"
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise AssertionError(f"server not up in 120 s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        super().__init__(argv, env, cwd, log, f"{self.url}/ping", 120)
 
     def post(self, body, **kwargs) -> requests.Response:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
         headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
         return requests.post(f"{self.url}/invocations", data=data, headers=headers, timeout=120, **kwargs)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.handle.close()
 
 
 @pytest.fixture(scope="module")
