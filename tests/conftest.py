@@ -39,6 +39,19 @@ def mlflow_store(tmp_path, monkeypatch):
         mlflow.end_run()
 
 
+@pytest.fixture()
+def drop_cli_log_handler():
+    """``fakeface.cli.main.main`` installs a stderr handler once per process, bound to the stream
+    of the moment (a pytest capture); remove it after the test so later tests' capsys and caplog
+    see their own logs. Modules that call ``main`` use it for every test (``pytestmark``)."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_fakeface", False)]:
+        root.removeHandler(handler)
+
+
 def port_free(port: int) -> bool:
     """Bindable the way the servers bind (SO_REUSEADDR: a closed connection in TIME_WAIT is fine)."""
     with socket.socket() as sock:

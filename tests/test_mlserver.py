@@ -29,7 +29,6 @@ import base64
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import shutil
 import socket
@@ -43,6 +42,8 @@ import requests
 
 from conftest import SHARED_SAMPLE, port_free, register_tiny_model, write_scoring_images
 from servers import ServerProcess
+
+pytestmark = pytest.mark.usefixtures("drop_cli_log_handler")
 
 MODEL_NAME = "fakeface-mlserver-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -337,11 +338,3 @@ def test_mlserver_answers_v2_requests_with_predicts_scores(registered, served_mo
         left = server.stop()
     assert left == [] and server.process.returncode is not None
 
-
-@pytest.fixture(autouse=True)
-def _drop_cli_log_handler():
-    """main() installs a stderr handler once per process; remove it after each test."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_fakeface", False)]:
-        root.removeHandler(handler)

@@ -4,7 +4,6 @@ on their own rows; exit 0 when anything was scored, 2 when nothing was."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 
 import numpy as np
@@ -14,6 +13,8 @@ from PIL import Image
 
 from conftest import register_tiny_model
 from fakeface.inference.predict import expand_inputs, load_input
+
+pytestmark = pytest.mark.usefixtures("drop_cli_log_handler")
 
 MODEL_NAME = "fakeface-predict-test"
 
@@ -56,15 +57,6 @@ def _main(*argv: str) -> int:
 
     return main(["--params", "no-such-params.yaml", "predict", *argv])
 
-
-@pytest.fixture(autouse=True)
-def _drop_cli_log_handler():
-    """main() installs a stderr handler once per process, bound to the stream of the moment (a
-    pytest capture here); remove it so later tests' capsys sees their own logs."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_fakeface", False)]:
-        root.removeHandler(handler)
 
 
 def test_expand_inputs_walks_folders_and_reads_lists(folder, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import socket
 import sys
@@ -21,6 +20,8 @@ from PIL import Image
 
 from conftest import register_tiny_model, write_scoring_images
 from servers import ServerProcess
+
+pytestmark = pytest.mark.usefixtures("drop_cli_log_handler")
 
 MODEL_NAME = "fakeface-serve-test"
 SERVING_URI = f"models:/{MODEL_NAME}-serving@champion"
@@ -238,11 +239,3 @@ def test_serve_and_deploy_argument_errors_exit_2(tmp_path, caplog):
     assert main(["--params", "none.yaml", "deploy", "kserve", "--model", "runs:/abc/model"]) == 2
     assert "models:/<name>@<alias>" in caplog.text
 
-
-@pytest.fixture(autouse=True)
-def _drop_cli_log_handler():
-    """main() installs a stderr handler once per process; remove it after each test."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_fakeface", False)]:
-        root.removeHandler(handler)
