@@ -100,12 +100,10 @@ def plan_augmentations(augment: AugmentConfig | None, on_device: bool = False) -
     enabled = augment.enabled()
     pixel_moves = [name for name in enabled if name in UINT8_AUGMENTATIONS]
     computing = [name for name in enabled if name not in UINT8_AUGMENTATIONS]
-    split = 0
+    split = len(computing)
     if on_device:
         host_only = [i for i, name in enumerate(computing) if get_augmentation(name).host_only]
         split = host_only[-1] + 1 if host_only else 0
-    else:
-        split = len(computing)
     host, device = computing[:split], computing[split:]
     where = {name: "input-uint8" if name in pixel_moves else "input" if name in host else "step"
              for name in enabled}

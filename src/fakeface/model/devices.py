@@ -27,6 +27,8 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+# The only way to turn determinism off again and to read it; Keras imports the same module.
+from tensorflow.python.framework import config as tf_config
 
 from fakeface import FakefaceError
 from fakeface.config import TrainConfig
@@ -94,8 +96,6 @@ def apply(settings: DeviceSettings, seed: int) -> tf.distribute.Strategy:
     keras.utils.set_random_seed(seed)
     # TensorFlow keeps determinism for the whole process; a run that asks for speed switches it
     # off again (Keras reads the same switch to decide on XLA).
-    from tensorflow.python.framework import config as tf_config
-
     if settings.deterministic:
         tf_config.enable_op_determinism()
     else:
@@ -117,8 +117,6 @@ def apply(settings: DeviceSettings, seed: int) -> tf.distribute.Strategy:
 
 def determinism_enabled() -> bool:
     """Whether TensorFlow's deterministic ops are on (the switch Keras itself reads)."""
-    from tensorflow.python.framework import config as tf_config
-
     return bool(tf_config.is_op_determinism_enabled())
 
 
