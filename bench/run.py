@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # python bench/run.py
@@ -41,6 +42,17 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def write_results(out_dir: Path, stem: str, results: dict, render: Callable[[dict], str]) -> None:
+    """``<stem>.json`` (the numbers) and ``<stem>.md`` (``render``'s table, printed too) in
+    ``out_dir``: every bench entry point leaves its results the same way, and the JSON is written
+    before the table is rendered, so a rendering bug never loses a run's numbers."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = render(results)
+    (out_dir / f"{stem}.md").write_text(table)
+    print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(ORDER),
@@ -52,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         results = json.loads((Path(args.out) / "latest.json").read_text())
         results["rows"] = rows(results["raw"])
-        (Path(args.out) / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        table = markdown(results)
-        (Path(args.out) / "latest.md").write_text(table)
-        print(table)
+        write_results(Path(args.out), "latest", results, markdown)
         return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(ORDER) - set(OPTIONAL)
@@ -104,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu="present" if tf.config.list_physical_devices("GPU") else "none",
     )
     results = {"meta": meta, "raw": raw, "rows": rows(raw)}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    table = markdown(results)
-    (out_dir / "latest.md").write_text(table)
-    print(table)
+    write_results(Path(args.out), "latest", results, markdown)
     return 0
 
 

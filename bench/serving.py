@@ -35,6 +35,8 @@ from typing import Any
 if __package__ in (None, ""):  # python bench/serving.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.run import write_results  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "faces-sample"
 LEVELS = (1, 8, 32)
@@ -304,12 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (out / "serving.md").write_text(table)
-    print(table)
+    write_results(Path(args.out), "serving", result, markdown)
     return 0
 
 

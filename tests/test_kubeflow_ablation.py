@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SECRET_VALUES, small_params
+from kfp_helpers import compile_twice, executor_spec, k8s_spec, load_compiled
 
 GRID = {"train.optimizer": ["sgd", "adam"]}
 
@@ -54,27 +55,16 @@ def compiled(tmp_path, monkeypatch):
     clean_env(monkeypatch)
     for name, value in {**SECRET_VALUES, "FAKEFACE_ABLATION_STORAGE": "postgresql://u:storage-pw-xyz@db/optuna"}.items():
         monkeypatch.setenv(name, value)
-    path = compile_ablation_pipeline(tmp_path / "ablation.yaml", ablation_pipeline_params(), KubeflowSettings.from_env())
-    text = path.read_text()
-    spec, platform = list(yaml.safe_load_all(text))
-    return text, spec, platform
-
-
-def _executor(spec, name):
-    return spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
-
-
-def _k8s(platform, name):
-    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].get(f"exec-{name}", {})
+    return load_compiled(
+        compile_ablation_pipeline(tmp_path / "ablation.yaml", ablation_pipeline_params(), KubeflowSettings.from_env())
+    )
 
 
 def test_compiling_twice_gives_the_same_bytes(tmp_path, monkeypatch):
     from fakeface.pipelines.ablation import compile_ablation_pipeline
 
     clean_env(monkeypatch)
-    params = ablation_pipeline_params()
-    first = compile_ablation_pipeline(tmp_path / "a.yaml", params).read_bytes()
-    second = compile_ablation_pipeline(tmp_path / "b.yaml", params).read_bytes()
+    first, second = compile_twice(compile_ablation_pipeline, tmp_path, ablation_pipeline_params())
     assert first == second
 
 
@@ -109,18 +99,18 @@ def test_workers_run_in_a_parallel_for_between_prepare_and_finalize(compiled):
 def test_workers_and_retrain_get_the_gpu_and_the_storage_secret(compiled):
     _, spec, platform = compiled
     for name in ("ablation-worker", "retrain-best"):
-        accelerator = _executor(spec, name)["resources"]["accelerator"]
+        accelerator = executor_spec(spec, name)["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
-        assert _k8s(platform, name)["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert k8s_spec(platform, name)["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     for name in ("ablation-prepare", "ablation-finalize", "ingest", "augment"):
-        assert "accelerator" not in _executor(spec, name).get("resources", {})
+        assert "accelerator" not in executor_spec(spec, name).get("resources", {})
     for name in ("ablation-prepare", "ablation-worker", "ablation-finalize", "retrain-best"):
-        mounts = _k8s(platform, name)["secretAsEnv"]
+        mounts = k8s_spec(platform, name)["secretAsEnv"]
         storage = [m for m in mounts if any(k["envVar"] == "FAKEFACE_ABLATION_STORAGE" for k in m["keyToEnv"])]
         assert len(storage) == 1 and storage[0]["optional"] is True
         assert storage[0]["secretName"] == "fakeface-credentials"
     for name in ("ingest", "augment"):
-        assert "secretAsEnv" not in _k8s(platform, name)
+        assert "secretAsEnv" not in k8s_spec(platform, name)
 
 
 def test_no_secret_value_in_the_yaml_and_no_password_as_storage(compiled, tmp_path):
@@ -139,11 +129,11 @@ def test_cli_compiles_the_ablation_pipeline(tmp_path):
                    "-S", "ablation.workers=3", "--gpus", "0"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(out)
-    spec, _ = list(yaml.safe_load_all(out.read_text()))
+    _, spec, _ = load_compiled(out)
     assert spec["pipelineInfo"]["name"] == "fakeface-ablation"
     loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == [0, 1, 2]
-    assert "accelerator" not in _executor(spec, "ablation-worker").get("resources", {})
+    assert "accelerator" not in executor_spec(spec, "ablation-worker").get("resources", {})
 
 
 # --------------------------------------------------------------------------- local run

@@ -133,11 +133,20 @@ def plan_study(
     """
     url = resolve_storage(storage)
     workers = workers or params.ablation.workers
+    name, _, remaining = _prepare(params, shards_dir, url, study_name, params.ablation.n_trials)
+    shares = split_trials(remaining, workers)
+    return {"study_name": name, "shares": shares + [0] * (workers - len(shares))}
+
+
+def _prepare(params: Params, shards_dir: str | Path, url: str, study_name: str | None,
+             n_trials: int | None) -> tuple[str, int, int]:
+    """Prepare the study: its name, the finished trials it should reach for ``n_trials``
+    (:func:`~fakeface.ablation.study.study_target`) and how many of those are still to run.
+    Planning and running locally both start here, so they cannot count the work differently."""
     name = prepare_study(params, shards_dir, url, study_name)
     study = load_study(url, name, params)
-    target = study_target(study.user_attrs[SPEC_ATTR], params.ablation.n_trials)
-    shares = split_trials(max(0, target - n_finished(study)), workers)
-    return {"study_name": name, "shares": shares + [0] * (workers - len(shares))}
+    target = study_target(study.user_attrs[SPEC_ATTR], n_trials)
+    return name, target, max(0, target - n_finished(study))
 
 
 def run_study(
@@ -158,10 +167,9 @@ def run_study(
     """
     url = resolve_storage(storage)
     workdir = resolve_workdir(workdir)
-    name = prepare_study(params, shards_dir, url, study_name)
-    study = load_study(url, name, params)
-    target = study_target(study.user_attrs[SPEC_ATTR], n_trials if n_trials is not None else params.ablation.n_trials)
-    remaining = max(0, target - n_finished(study))
+    name, target, remaining = _prepare(
+        params, shards_dir, url, study_name, n_trials if n_trials is not None else params.ablation.n_trials
+    )
     shares = split_trials(remaining, workers or params.ablation.workers)
     log.info("study %r: %d of %d trials finished, %d to run on %d worker(s)",
              name, target - remaining, target, remaining, len(shares))

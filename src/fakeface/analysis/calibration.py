@@ -167,12 +167,30 @@ def calibration_summary(labels: np.ndarray, p_fake: np.ndarray, n_bins: int) -> 
     }
 
 
-def write_reliability_plot(labels: np.ndarray, p_fake: np.ndarray, n_bins: int, path: Path, title: str = "") -> Path:
-    """Reliability diagram (sklearn's calibration_curve) over a histogram of the scores."""
+def _pyplot():
+    """pyplot on the Agg backend: the plots are files, drawn where there may be no display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (its folder made) and free it: both plots end the same way."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_reliability_plot(labels: np.ndarray, p_fake: np.ndarray, n_bins: int, path: Path, title: str = "") -> Path:
+    """Reliability diagram (sklearn's calibration_curve) over a histogram of the scores."""
+    plt = _pyplot()
     from sklearn.calibration import calibration_curve
 
     prob_true, prob_pred = calibration_curve(labels, np.clip(p_fake, 0, 1), n_bins=n_bins, strategy="uniform")
@@ -191,20 +209,12 @@ def write_reliability_plot(labels: np.ndarray, p_fake: np.ndarray, n_bins: int, 
     hist.set_xlabel("predicted p(fake)")
     hist.set_ylabel("images")
     hist.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_threshold_plot(sweep: pd.DataFrame, choice: ThresholdChoice, path: Path) -> Path:
     """F1 and Youden's J against the cut on the split the threshold was chosen on."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.step(sweep["threshold"], sweep["f1"], where="mid", label="F1 (fake)")
     ax.step(sweep["threshold"], sweep["youden_j"], where="mid", label="Youden's J")
@@ -214,8 +224,4 @@ def write_threshold_plot(sweep: pd.DataFrame, choice: ThresholdChoice, path: Pat
     ax.set_xlabel("threshold on p(fake)")
     ax.set_title(f"Threshold selection on the {choice.split or 'valid'} split")
     ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -61,18 +61,20 @@ def _status_text(cfg, rows) -> str:
                  f"{cfg.filer_port}, admin {cfg.admin_port} (each + {stack.GRPC_OFFSET} for gRPC; "
                  f"all TLS, client certificate in {cfg.tls_dir}), data in {cfg.weed_dir}")
     lines.append(f"  DVC remote     {stack.DVC_REMOTE} = {cfg.dvc_url}")
-    try:
-        creds = stack.resolve_credentials(cfg.root, create=False)
-        lines.append(f"  S3 keys        key id {creds.masked_id} from {creds.source} "
-                     "(print them: fakeface stack env)")
-    except stack.StackError as error:
-        lines.append(f"  S3 keys        {error}")
-    try:
-        login = stack.resolve_mlflow_login(cfg.root, create=False)
-        lines.append(f"  MLflow login   user {login.username!r} from {login.source} "
-                     "(the UI asks for it; print it: fakeface stack env)")
-    except stack.StackError as error:
-        lines.append(f"  MLflow login   {error}")
+    # Secrets the status only describes (never creates): a missing one shows as its error.
+    secrets = (
+        ("S3 keys", stack.resolve_credentials,
+         lambda creds: f"key id {creds.masked_id} from {creds.source} (print them: fakeface stack env)"),
+        ("MLflow login", stack.resolve_mlflow_login,
+         lambda login: f"user {login.username!r} from {login.source} "
+                       "(the UI asks for it; print it: fakeface stack env)"),
+    )
+    for label, resolve, describe in secrets:
+        try:
+            text = describe(resolve(cfg.root, create=False))
+        except stack.StackError as error:
+            text = str(error)
+        lines.append(f"  {label:<15}{text}")
     lines.append(f"  logs           {cfg.log_dir}")
     lines.append('Use it: eval "$(fakeface stack env)"   # sets MLFLOW_TRACKING_URI, the MLflow login '
                  "and the S3 keys")

@@ -38,6 +38,7 @@ from fakeface.config.base import Section, Toggle
 from fakeface.config.registry import Entry, Registry, markdown_table as _table, parameters
 
 T = TypeVar("T", bound=type[Toggle])
+C = TypeVar("C", bound=Toggle)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +91,13 @@ def seed_count() -> int:
     return len(AUGMENTATIONS)
 
 
+def _in_order(config: C, low: str, high: str) -> C:
+    """``config`` if its field ``low`` does not exceed ``high``: the bounds of a range it draws from."""
+    if getattr(config, low) > getattr(config, high):
+        raise ValueError(f"{low} ({getattr(config, low)}) must not exceed {high} ({getattr(config, high)})")
+    return config
+
+
 # --------------------------------------------------------------------------- the augmentations
 
 
@@ -139,9 +147,7 @@ class ContrastConfig(Toggle):
 
     @model_validator(mode="after")
     def _ordered(self) -> ContrastConfig:
-        if self.lower > self.upper:
-            raise ValueError(f"lower ({self.lower}) must not exceed upper ({self.upper})")
-        return self
+        return _in_order(self, "lower", "upper")
 
 
 @register("stretch", seed_index=6)
@@ -193,11 +199,7 @@ class JpegConfig(Sometimes):
 
     @model_validator(mode="after")
     def _ordered(self) -> JpegConfig:
-        if self.min_quality > self.max_quality:
-            raise ValueError(
-                f"min_quality ({self.min_quality}) must not exceed max_quality ({self.max_quality})"
-            )
-        return self
+        return _in_order(self, "min_quality", "max_quality")
 
 
 # --------------------------------------------------------------------------- the section
