@@ -53,9 +53,10 @@ TRAINING_STEPS = (
          (("model", "Input[Model]"), ("shards", "Input[Dataset]"), ("evaluation", "Output[Artifact]"),
           ("metrics", "Output[Metrics]"), ("classification", "Output[ClassificationMetrics]"),
           ("report", "Output[Markdown]"))),
-    Step("register", "Log the model to the training run; register it (alias) if test AUC passes the gate.",
-         (("model", "Input[Model]"), ("evaluation", "Input[Artifact]"), ("registration", "Output[Artifact]"),
-          ("card", "Output[Markdown]"))),
+    Step("register", "Log the model to the training run; register it if test AUC passes the gate; champion "
+         "if not worse than the current one on the same test images, else challenger.",
+         (("model", "Input[Model]"), ("evaluation", "Input[Artifact]"), ("shards", "Input[Dataset]"),
+          ("registration", "Output[Artifact]"), ("card", "Output[Markdown]"))),
 )
 
 ABLATION_STEPS = (

@@ -175,7 +175,8 @@ def record_evaluation(result: dict[str, Any], paths, evaluation, metrics, classi
 
 def registration_metadata(result) -> dict[str, Any]:
     return {"registered": result.registered, "reason": result.reason, "model_name": result.model_name,
-            "model_uri": result.model_uri, "version": result.version or ""}
+            "model_uri": result.model_uri, "version": result.version or "", "alias": result.alias or "",
+            "promoted": result.promoted}
 
 
 # --------------------------------------------------------------------------- report pages

@@ -217,20 +217,26 @@ def evaluate(
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def register(
+    data_max_pixels: int,
+    evaluate_batch_size: int,
     register_model_name: str,
     register_alias: str,
     register_min_test_auc: float,
+    register_challenger_alias: str,
+    register_promotion_margin: float,
+    register_promotion_alpha: float,
     tracking_experiment: str,
     model: Input[Model],
     evaluation: Input[Artifact],
+    shards: Input[Dataset],
     registration: Output[Artifact],
     card: Output[Markdown],
 ):
-    """Log the model to the training run; register it (alias) if test AUC passes the gate."""
+    """Log the model to the training run; register it if test AUC passes the gate; champion if not worse than the current one on the same test images, else challenger."""
     from fakeface.components import runtime, steps
 
     params = runtime.step_params("register", locals())
-    steps.register_step(params, model=model, evaluation=evaluation, registration=registration, card=card)
+    steps.register_step(params, model=model, evaluation=evaluation, shards=shards, registration=registration, card=card)
 
 
 COMPONENTS = (ingest, eda, augment, preview, train, evaluate, register,)

@@ -85,13 +85,13 @@ def evaluate_step(params, model, shards, evaluation, metrics, classification, re
     rt.record_evaluation(result, paths, evaluation, metrics, classification, report)
 
 
-def register_step(params, model, evaluation, registration, card) -> None:
+def register_step(params, model, evaluation, shards, registration, card) -> None:
     trained = TrainPaths.in_artifacts(model.path)
     evaluated = EvaluatePaths.in_artifacts(evaluation.path)
     paths = RegisterPaths(
         model=evaluated.detector, evaluation=evaluated.metrics, run_info=trained.run_info,
         robustness=evaluated.robustness, slices=evaluated.slices, external_metrics=evaluated.external_metrics,
-        registry=Path(registration.path), card=Path(card.path),
+        shards=Path(shards.path), registry=Path(registration.path), card=Path(card.path),
     )
     result = get_stage("register").run(params, paths)
     registration.metadata.update(rt.registration_metadata(result))

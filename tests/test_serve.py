@@ -80,7 +80,7 @@ def server(registered):
     root, env, _, _ = registered
     port = _free_port()
     argv = [sys.executable, "-m", "fakeface", "--params", "no-such-params.yaml", "serve", "--model", SERVING_URI,
-            "--port", str(port), "--max-request-mb", "4"]
+            "--port", str(port), "--max-request-mb", "4", "--prediction-log", str(root / "predictions")]
     started = Server(argv, port, env, root, root / "serve.log")
     yield started
     started.stop()
@@ -153,6 +153,74 @@ def test_malformed_requests_get_a_4xx_saying_what_to_send(images, server):
     assert server.post({"inputs": {"image": [one]}}).status_code == 200
 
 
+def _scrape(server) -> dict[tuple[str, tuple], float]:
+    """``/metrics`` parsed by prometheus_client's own parser: (sample name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = requests.get(f"{server.url}/metrics", timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def test_metrics_and_the_prediction_log_count_what_was_sent(registered, images, server, tmp_path, monkeypatch):
+    import hashlib
+
+    from fakeface.cli.main import main
+
+    root, env, threshold, _ = registered
+    before = _scrape(server)
+    names = ["a_fake.jpg", "b_real.jpg", "c.png", "h_notes.txt"]
+    answer = server.post(_body(images, names))
+    assert answer.status_code == 200
+    rows = _strict_json(answer.text)["predictions"]
+    assert server.post({"dataframe_split": {"columns": ["nope"], "data": [["x"]]}}).status_code == 400
+    after = _scrape(server)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    fakes = sum(row["label"] == "fake" for row in rows)
+    assert delta("fakeface_images_total", outcome="fake") == fakes
+    assert delta("fakeface_images_total", outcome="real") == 3 - fakes
+    assert delta("fakeface_images_total", outcome="not_an_image") == 1
+    assert delta("fakeface_p_fake_count") == 3
+    assert delta("fakeface_p_fake_sum") == pytest.approx(sum(r["p_fake"] for r in rows[:3]), abs=1e-6)
+    first = min(r["p_fake"] for r in rows[:3])
+    le = next(b for b in ("0.05", "0.1", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4", "0.45", "0.5", "0.55", "0.6",
+                          "0.65", "0.7", "0.75", "0.8", "0.85", "0.9", "0.95", "1.0") if first <= float(b))
+    assert delta("fakeface_p_fake_bucket", le=le) >= 1
+    assert delta("fakeface_requests_total", path="/invocations", status="200") == 1
+    assert delta("fakeface_requests_total", path="/invocations", status="400") == 1
+    assert delta("fakeface_request_errors_total", kind="bad_request") == 1
+    assert delta("fakeface_request_seconds_count", path="/invocations") == 2
+    assert after[("fakeface_model_info", (("name", MODEL_NAME), ("threshold", f"{threshold:.6f}"),
+                                          ("version", "1")))] == 1
+    assert 0 <= after[("fakeface_fake_share", ())] <= 1
+
+    # the prediction log: one record an image, the image's digest and size, never its bytes
+    lines = [json.loads(line) for path in sorted((root / "predictions").glob("predictions-*.jsonl"))
+             for line in path.read_text().splitlines()]
+    sent = {hashlib.sha256((images / name).read_bytes()).hexdigest(): name for name in names}
+    mine = [record for record in lines if record["sha256"] in sent]
+    assert len(mine) >= 4 and {sent[r["sha256"]] for r in mine} == set(names)
+    assert all(set(r) == {"time", "model_name", "model_version", "p_fake", "label", "error", "sha256", "bytes"}
+               for r in lines)
+    notes = next(r for r in mine if sent[r["sha256"]] == "h_notes.txt")
+    assert notes["p_fake"] is None and notes["error"] == "not_an_image" and notes["model_version"] == "1"
+    assert max(len(line) for line in (root / "predictions").glob("*.jsonl").__next__().read_text().splitlines()) < 400
+
+    # the monitor reads the same log for the served model's version (too few images for a verdict)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    out = tmp_path / "monitor"
+    assert main(["--params", "none.yaml", "monitor", "--log", str(root / "predictions"), "--model", SERVING_URI,
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "insufficient" and report["model_version"] == "1"
+    assert report["window"]["records"] == sum(r["p_fake"] is not None for r in lines)
+
+
 def test_mlflow_models_serve_answers_the_registered_model(registered, images, server):
     """The issue's command, no conda or virtualenv: MLflow's own CLI serves the same answers."""
     root, env, _, _ = registered
@@ -222,6 +290,16 @@ def test_kserve_manifest_validates_against_the_schema(registered, tmp_path, monk
     assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": "faces-s3-keys"}]
     assert service["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
     assert "AWS" not in out.read_text()  # the Secret by name only
+    assert "canaryTrafficPercent" not in service["spec"]["predictor"]
+    # a canary: the same InferenceService, a share of the traffic to this model
+    canary_out = tmp_path / "canary.yaml"
+    assert main([*argv[:-1], str(canary_out), "--storage-uri", "s3://fakeface/mlartifacts/1/models/m-new/artifacts",
+                 "--canary", "10"]) == 0
+    canary = list(yaml.safe_load_all(canary_out.read_text()))[1]
+    assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert canary["metadata"]["name"] == service["metadata"]["name"]
+    assert not [e.message for e in validator.iter_errors(canary)]
+    assert main([*argv, "--storage-uri", "s3://b/x", "--canary", "150"]) == 2 and "--canary 150" in caplog.text
     # the schema is strict: a field the CRD does not have, or a wrong type, fails
     model["storageURI"] = model.pop("storageUri")
     service["spec"]["predictor"]["minReplicas"] = "one"

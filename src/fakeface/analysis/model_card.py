@@ -103,7 +103,7 @@ def _slices(slices: dict[str, Any] | None) -> list[str]:
 def render_card(*, name: str, version: str | None, run_id: str, run_params: dict[str, str], run_tags: dict[str, str],
                 index: dict[str, Any] | None, evaluation: dict[str, Any], contract: dict[str, Any],
                 robustness: dict[str, Any] | None, slices: dict[str, Any] | None,
-                external: dict[str, Any] | None) -> str:
+                external: dict[str, Any] | None, promotion: str | None = None) -> str:
     robust_rows, weak = _robustness(robustness)
     limits = [
         "- Trained and tested on one data source: scores on faces from other cameras, generators or "
@@ -123,6 +123,7 @@ def render_card(*, name: str, version: str | None, run_id: str, run_params: dict
         "## Data", "", *_data(run_params, run_tags, index), "",
         "## Training", "", *_training(run_params), "",
         "## Test metrics (at the stored threshold)", "", *_metrics(evaluation), "",
+        *(["## Promotion", "", promotion, ""] if promotion else []),
         "## Threshold", "", *_threshold(evaluation, contract), "",
         "## External sets", "", *_external(external), "",
         "## Robustness", "", *robust_rows, "",

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_commands(sub)
 
+    from fakeface.cli.registry import add_registry_commands  # alias history, promote, rollback
+    add_registry_commands(sub)
     from fakeface.cli.ui import add_ui_command  # the MLflow UI on the training runs
 
     add_ui_command(sub)
@@ -186,11 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = Params()  # commands that only read defaults (stack, predict) work outside a project
         else:
             params = load_params(args.params)
-        args.handler(args, params)
+        status = args.handler(args, params)  # a handler may return a status of its own (monitor: 1 on drift)
     except FakefaceError as error:
         log.error("%s", error)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fakeface import FakefaceError
 from fakeface.config import Params
 from fakeface.inference.kserve import MLSERVER_PACKAGES
 
@@ -20,7 +21,8 @@ def _serve(args: argparse.Namespace, params: Params) -> None:
     from fakeface.inference.server import serve
 
     serve(_model(args, params), host=args.host, port=args.port, max_request_mb=args.max_request_mb,
-          timeout_s=args.timeout, max_pixels=params.data.max_pixels)
+          timeout_s=args.timeout, max_pixels=params.data.max_pixels, prediction_log=args.prediction_log,
+          prediction_log_max_mb=args.prediction_log_max_mb)
 
 
 def _deploy_kserve(args: argparse.Namespace, params: Params) -> None:
@@ -31,12 +33,31 @@ def _deploy_kserve(args: argparse.Namespace, params: Params) -> None:
         artifacts_destination=args.artifacts_destination, name=args.name, namespace=args.namespace,
         service_account=args.service_account, secret=args.secret, image=args.image, runtime=args.runtime,
         cpu=args.cpu, memory=args.memory, cpu_limit=args.cpu_limit, memory_limit=args.memory_limit,
-        min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+        min_replicas=args.min_replicas, max_replicas=args.max_replicas, canary=args.canary,
     )
     if args.out == "-":
         sys.stdout.write(text)
     else:
         sys.stderr.write(f"wrote {args.out}: kubectl apply -f {args.out}\n")
+
+
+def _monitor(args: argparse.Namespace, params: Params) -> int:
+    from pathlib import Path
+
+    from fakeface.inference.monitor import monitor
+
+    if args.last is not None and args.last < 1:
+        raise FakefaceError(f"--last {args.last}: a number of records, at least 1")
+    report = monitor(args.log, args.model or f"models:/{params.register.model_name}@{params.register.alias}",
+                     Path(args.out), last=args.last, since_hours=args.since_hours, all_versions=args.all_versions,
+                     alpha=args.alpha, max_psi=args.max_psi, min_images=args.min_images,
+                     experiment=params.tracking.experiment)
+    summary = report.summary
+    result = summary.get("result")
+    detail = (f"KS {result['ks_statistic']:.3f} (p {result['ks_p_value']:.2g}), PSI {result['psi']:.3f}, "
+              f"{result['n_window']} images" if result else f"{summary['window']['records']} images")
+    sys.stdout.write(f"{summary['status']}: {detail}; report {report.report}\n")
+    return 1 if report.status == "drift" else 0
 
 
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
@@ -59,6 +80,28 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
                    help="seconds a request may take before 504 (MLflow's MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT; "
                         "default: %(default)s)")
+    p.add_argument("--prediction-log", default=None, metavar="FOLDER|s3://BUCKET/PREFIX",
+                   help="append one JSON record per scored image (time, model version, p(fake), label, sha256, "
+                        "size; never the image) for fakeface monitor (default: off)")
+    p.add_argument("--prediction-log-max-mb", type=float, default=512.0,
+                   help="a day's local log file stops growing here; dropped records are counted (default: %(default)s)")
+
+    text = ("compare the served p(fake) in a prediction log with the model's validation distribution "
+            "(Kolmogorov-Smirnov, PSI); exit 1 on drift")
+    m = sub.add_parser("monitor", help=text, description=text)
+    m.set_defaults(handler=_monitor, params_optional=True)
+    m.add_argument("--log", required=True, metavar="FOLDER|s3://BUCKET/PREFIX", help="fakeface serve's --prediction-log")
+    m.add_argument("--model", default=None, help="the detector .keras file or a registered model URI "
+                   "(default: models:/<register.model_name>@<register.alias>)")
+    m.add_argument("--out", default="reports/monitor", help="report.json and drift.png (default: %(default)s)")
+    m.add_argument("--last", type=int, default=None, help="the newest N scored records (default: all)")
+    m.add_argument("--since-hours", type=float, default=None, help="records of the last H hours (default: all)")
+    m.add_argument("--all-versions", action="store_true",
+                   help="every model version's records (default: only the monitored version's)")
+    m.add_argument("--alpha", type=float, default=0.01, help="KS test level (default: %(default)s)")
+    m.add_argument("--max-psi", type=float, default=0.25, help="PSI above this is drift (default: %(default)s)")
+    m.add_argument("--min-images", type=int, default=100,
+                   help="fewer scored images than this: no verdict, exit 0 (default: %(default)s)")
 
     text = "write deployment manifests for the registered image-in model"
     deploy = sub.add_parser("deploy", help=text, description=text)
@@ -88,3 +131,6 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                    help="the MLflow server's --artifacts-destination, for proxied mlflow-artifacts:/ locations "
                         "(default: the stack's, s3://<bucket>/mlartifacts)")
     k.add_argument("--storage-uri", default=None, help="use this model location instead of resolving it")
+    k.add_argument("--canary", type=int, default=None, metavar="PERCENT",
+                   help="send this share of the traffic to this model and the rest to the running revision "
+                        "(KServe's canaryTrafficPercent; apply over the deployed InferenceService of the same name)")

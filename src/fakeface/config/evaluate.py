@@ -90,6 +90,12 @@ class RegisterConfig(Section):
     model_name: str = Field("fakeface-detector", min_length=1, description="registered model name in MLflow")
     alias: str = Field("champion", min_length=1, description="alias pointed at a version that passes the gate")
     min_test_auc: float = Field(0.8, ge=0, le=1, description="quality gate for registration")
+    challenger_alias: str = Field("challenger", min_length=1,
+                                  description="alias of a registered version that did not beat the champion")
+    promotion_margin: float = Field(0.005, ge=0, le=1, description="a new version whose test AUC is below the "
+                                    "champion's by more than this stays challenger")
+    promotion_alpha: float = Field(0.05, gt=0, lt=1, description="a new version that DeLong's paired test finds "
+                                   "worse than the champion at this level (one-sided) stays challenger")
 
 
 class TrackingConfig(Section):

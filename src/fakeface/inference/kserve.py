@@ -105,8 +105,14 @@ def _check(value: str, pattern: re.Pattern[str], what: str, limit: int = 63) -> 
 def manifest(champion: Champion, storage: str, *, name: str = "fakeface-detector", namespace: str = "default",
              service_account: str = "fakeface-serving", secret: str = "fakeface-s3", image: str | None = None,
              runtime: str | None = None, cpu: str = "1", memory: str = "2Gi", cpu_limit: str = "2",
-             memory_limit: str = "4Gi", min_replicas: int = 1, max_replicas: int = 2) -> list[dict[str, Any]]:
-    """The ServiceAccount and the InferenceService, as Kubernetes objects."""
+             memory_limit: str = "4Gi", min_replicas: int = 1, max_replicas: int = 2,
+             canary: int | None = None) -> list[dict[str, Any]]:
+    """The ServiceAccount and the InferenceService, as Kubernetes objects.
+
+    ``canary``: KServe's ``canaryTrafficPercent``. Applied over a running InferenceService of the
+    same name, the new model gets that share of the traffic and the last ready revision the rest;
+    applying it again with 100 (or without ``--canary``) promotes it, with 0 sends everything back.
+    """
     _check(name, ISVC_NAME, "--name")
     _check(namespace, ISVC_NAME, "--namespace")
     _check(service_account, K8S_NAME, "--service-account", 253)
@@ -117,6 +123,8 @@ def manifest(champion: Champion, storage: str, *, name: str = "fakeface-detector
             raise FakefaceError(f"{option} {value!r}: a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise FakefaceError(f"replicas: need 0 <= --min-replicas <= --max-replicas, >= 1; got {min_replicas}, {max_replicas}")
+    if canary is not None and not 0 <= canary <= 100:
+        raise FakefaceError(f"--canary {canary}: a share of the traffic in percent, 0 to 100")
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "fakeface"}
     annotations = {"fakeface/registered-model": f"{champion.name} v{champion.version}"}
     if champion.detector:
@@ -147,6 +155,8 @@ def manifest(champion: Champion, storage: str, *, name: str = "fakeface-detector
         "spec": {"predictor": {"serviceAccountName": service_account, "minReplicas": min_replicas,
                                "maxReplicas": max_replicas, "model": model}},
     }
+    if canary is not None:
+        service["spec"]["predictor"]["canaryTrafficPercent"] = canary
     return [account, service]
 
 

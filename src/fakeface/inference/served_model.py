@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import math
 import re
@@ -51,6 +52,8 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
+
+from fakeface.tracking.aliases import DETECTOR_VERSION_TAG, serving_model_name
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +77,6 @@ REQUEST_HELP = (
 
 #: Bytes that are base64 text, not an image file (every image format starts with bytes outside it).
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+|data:[-\w./+]+;base64,[A-Za-z0-9+/=\s]*")
-
-
-def serving_model_name(model_name: str) -> str:
-    """The registered name of the image-in model beside the Keras model ``model_name``."""
-    return f"{model_name}-serving"
 
 
 def request_body(images: Iterable[bytes]) -> dict[str, Any]:
@@ -153,6 +151,9 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         # One model call at a time (the scoring server runs requests in threads; decoding runs in
         # parallel, TensorFlow uses every core for one call anyway).
         self.lock = threading.Lock()
+        # Callables given one record per image of each request (fakeface serve's metrics and
+        # prediction log, fakeface.inference.observe); none by default, so nothing is hashed.
+        self.observers: list[Any] = []
         size = self.loaded.image_size
         self.loaded.model.predict_on_batch(np.zeros((1, size, size, 3), "float32"))  # trace before the first request
 
@@ -183,9 +184,12 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         p_fake = [math.nan] * len(cells)
         labels, errors = [""] * len(cells), [""] * len(cells)
         arrays, members = [], []
+        digests: list[tuple[str, int]] = [("", 0)] * len(cells)
         for index, cell in enumerate(cells):
             try:
                 data = image_bytes(cell, self.max_image_bytes)
+                if self.observers:
+                    digests[index] = (hashlib.sha256(data).hexdigest(), len(data))
                 arrays.append(decode_bytes(data, self.loaded.image_size, self.max_pixels))
                 members.append(index)
             except InputError as error:
@@ -199,6 +203,13 @@ class ImageModel(mlflow.pyfunc.PythonModel):
             for index, score in zip(members[start : start + SCORE_BATCH], scores):
                 p_fake[index] = float(score)
                 labels[index] = CLASS_NAMES[int(score >= threshold)]
+        if self.observers:
+            records = [{"model_name": self.model_name, "model_version": self.model_version,
+                        "p_fake": None if math.isnan(p) else p, "label": label, "error": error.split(":")[0],
+                        "sha256": digest, "bytes": size}
+                       for p, label, error, (digest, size) in zip(p_fake, labels, errors, digests)]
+            for observer in self.observers:
+                observer(records)
         return result_frame(p_fake, labels, threshold, self.model_name, self.model_version, errors)
 
 
@@ -306,11 +317,12 @@ def log_serving_model(detector: str | Path, contract: dict[str, Any], *, registe
         )
 
 
-def register_serving(detector: str | Path, contract: dict[str, Any], model_name: str, alias: str,
-                     version: str | None, max_pixels: int = 40_000_000) -> str:
+def register_serving(detector: str | Path, contract: dict[str, Any], model_name: str, version: str | None,
+                     max_pixels: int = 40_000_000) -> str:
     """Log the image-in model of the Keras model ``model_name`` to the active run and, when that
-    model was registered (``version``), register it as :func:`serving_model_name` with the same
-    ``alias``. Returns its URI."""
+    model was registered (``version``), register it as :func:`serving_model_name`, tagged with the
+    detector version it wraps (aliases follow the detector's: :mod:`fakeface.tracking.aliases`).
+    Returns its URI."""
     from mlflow.tracking import MlflowClient
 
     name = serving_model_name(model_name)
@@ -318,13 +330,10 @@ def register_serving(detector: str | Path, contract: dict[str, Any], model_name:
                              model_name=model_name, model_version=version, max_pixels=max_pixels)
     if version is None:
         return info.model_uri
-    client = MlflowClient()
     serving_version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, serving_version)
-    client.set_model_version_tag(name, serving_version, "keras_model", f"{model_name} v{version}")
-    log.info("registered %s version %s as @%s (the image-in model of %s v%s)", name, serving_version, alias,
-             model_name, version)
-    return f"models:/{name}@{alias}"
+    MlflowClient().set_model_version_tag(name, serving_version, DETECTOR_VERSION_TAG, str(version))
+    log.info("registered %s version %s (the image-in model of %s v%s)", name, serving_version, model_name, version)
+    return f"models:/{name}/{serving_version}"
 
 
 def save_serving_model(detector: str | Path, out_dir: str | Path, max_pixels: int = 40_000_000) -> Path:

@@ -49,7 +49,7 @@ DRAIN_LIMIT = 1024 * 1024 * 1024
 
 
 def default_model_uri(model_name: str, alias: str) -> str:
-    from fakeface.inference.served_model import serving_model_name
+    from fakeface.tracking.aliases import serving_model_name
 
     return f"models:/{serving_model_name(model_name)}@{alias}"
 
@@ -189,18 +189,33 @@ def load_served_model(spec: str, workdir: Path, max_pixels: int = 40_000_000) ->
     return model
 
 
-def build_app(model: Any, max_request_bytes: int) -> Any:
-    """MLflow's scoring app for ``model`` behind :class:`RequestGuard`."""
+def build_app(model: Any, max_request_bytes: int, prediction_log: Any = None) -> Any:
+    """MLflow's scoring app for ``model`` behind :class:`RequestGuard`, with Prometheus metrics on
+    ``/metrics`` and, when given, the prediction log (:mod:`fakeface.inference.observe`)."""
     from mlflow.pyfunc import scoring_server
 
-    return RequestGuard(scoring_server.init(model), max_request_bytes)
+    from fakeface.inference.observe import ImageObserver, MetricsApp, ServingMetrics
+
+    metrics = ServingMetrics()
+    image_model = model.unwrap_python_model()
+    if isinstance(getattr(image_model, "observers", None), list):
+        image_model.observers.append(ImageObserver(metrics, prediction_log))
+        metrics.model.info({"name": image_model.model_name or "", "version": image_model.model_version or "",
+                            "threshold": f"{image_model.loaded.threshold:.6f}"})
+    else:  # an image-in model logged before models reported their images: request metrics only
+        log.warning("%s does not report its images: /metrics counts requests only, and no prediction log is "
+                    "written (register the model again with this version of fakeface)", type(image_model).__name__)
+    return MetricsApp(RequestGuard(scoring_server.init(model), max_request_bytes), metrics)
 
 
 def serve(spec: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           max_request_mb: float = DEFAULT_MAX_REQUEST_MB, timeout_s: int = DEFAULT_TIMEOUT_S,
-          max_pixels: int = 40_000_000) -> None:
+          max_pixels: int = 40_000_000, prediction_log: str | None = None,
+          prediction_log_max_mb: float = 512.0) -> None:
     """Serve ``spec`` until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
     import uvicorn
+
+    from fakeface.inference.prediction_log import PredictionLog
 
     if not 0 < max_request_mb <= 1024:
         raise FakefaceError(f"--max-request-mb must be in (0, 1024], got {max_request_mb}")
@@ -212,6 +227,9 @@ def serve(spec: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout_s)
     with tempfile.TemporaryDirectory(prefix="fakeface-serve-") as workdir:
         model = load_served_model(spec, Path(workdir), max_pixels)
-        app = build_app(model, int(max_request_mb * 1024 * 1024))
+        log_writer = PredictionLog(prediction_log, int(prediction_log_max_mb * 1024 * 1024)) if prediction_log else None
+        app = build_app(model, int(max_request_mb * 1024 * 1024), log_writer)
+        if log_writer is not None:
+            log.info("logging every scored image (p(fake), label, sha256, size; never the image) to %s", prediction_log)
         log.info("serving %s on http://%s:%d/invocations (limit %.0f MB a request)", spec, host, port, max_request_mb)
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

@@ -29,11 +29,14 @@ ENTRY = "fakeface.json"
 MIN_RELIABLE_PER_CLASS = 100
 
 
-def make_contract(image_size: int, threshold: float, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_contract(image_size: int, threshold: float, selection: dict[str, Any] | None = None,
+                  reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract of a detector taking ``image_size`` px images and cutting at ``threshold``.
 
     ``selection``: how the threshold was chosen (evaluate's ``threshold_selection``, with the
-    valid split's class counts), from which its reliability follows.
+    valid split's class counts), from which its reliability follows. ``reference``: the p(fake)
+    distribution on validation images (:func:`fakeface.analysis.drift.reference_distribution`),
+    what ``fakeface monitor`` holds served scores against.
     """
     selection = dict(selection or {})
     counts = selection.get("counts") or {}
@@ -57,6 +60,7 @@ def make_contract(image_size: int, threshold: float, selection: dict[str, Any] |
         "threshold_split": selection.get("split"),
         "threshold_counts": counts,
         "threshold_reliable": reliable,
+        **({"reference": reference} if reference else {}),
     }
 
 

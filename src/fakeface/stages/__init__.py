@@ -130,8 +130,9 @@ register_stage(Stage(
     "test-split metrics at a threshold chosen on valid, calibration, robustness, slices, IG heatmaps",
 ))
 register_stage(Stage(
-    "register", "fakeface.stages.register", RegisterPaths, ("register", "tracking"),
-    "log the model to MLflow and register it if it passes the gate",
+    "register", "fakeface.stages.register", RegisterPaths,
+    ("register", "tracking", "evaluate.batch_size", "data.max_pixels"),
+    "log the model to MLflow, register it if it passes the gate, champion if it is not worse",
 ))
 
 

@@ -29,8 +29,10 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from fakeface import CLASS_NAMES
+from fakeface import CLASS_NAMES, FakefaceError
+from fakeface.analysis.drift import reference_distribution
 from fakeface.config import EvaluateConfig, Params
+from fakeface.data.shards import read_index
 from fakeface.model.contract import MIN_RELIABLE_PER_CLASS, make_contract, write_model_with_contract
 from fakeface.analysis.external import flat_metrics, report_markdown, score_sets
 from fakeface.analysis.metrics import Predictions, classification_table, compute_metrics, predict_split
@@ -126,10 +128,15 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
     model = load_model_file(paths.model)
     preds = predict_split(model, shards_dir, "test", cfg.batch_size)
     sweep = None
+    # the valid split's scores: the threshold (unless fixed) and the reference distribution the
+    # served model is monitored against (fakeface.analysis.drift)
+    valid = predict_split(model, shards_dir, "valid", cfg.batch_size) if _has_images(shards_dir, "valid") else None
     if cfg.threshold_method == "fixed":
         choice = calibration.select_threshold(None, None, "fixed", cfg.threshold)
     else:
-        valid = predict_split(model, shards_dir, "valid", cfg.batch_size)
+        if valid is None:
+            raise FakefaceError(f"{shards_dir}: the valid split is empty; threshold_method "
+                                f"{cfg.threshold_method!r} chooses on it (use fixed)")
         choice = calibration.select_threshold(valid.labels, valid.p_fake, cfg.threshold_method, cfg.threshold)
         if len(np.unique(valid.labels)) == 2:
             sweep = calibration.threshold_sweep(valid.labels, valid.p_fake)
@@ -143,7 +150,8 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
         result["threshold_selection"]["counts"] = {
             name: int((valid.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)
         }
-    contract = make_contract(int(model.input_shape[1]), threshold, result["threshold_selection"])
+    reference = reference_distribution(valid.p_fake, "valid") if valid is not None else None
+    contract = make_contract(int(model.input_shape[1]), threshold, result["threshold_selection"], reference)
     result["threshold_reliable"] = contract["threshold_reliable"]
     if not contract["threshold_reliable"]:
         log.warning(
@@ -235,6 +243,10 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
 HEADLINE_NAME = "headline.json"
 #: The perturbation whose AUC is a headline number (published detectors collapse under JPEG).
 HEADLINE_PERTURBATION = "jpeg_q75"
+
+
+def _has_images(shards_dir: Path, split: str) -> bool:
+    return int(read_index(Path(shards_dir)).get(split, {}).get("n", 0)) > 0
 
 
 def headline_metrics(result: dict[str, Any], table: pd.DataFrame | None) -> dict[str, float]:

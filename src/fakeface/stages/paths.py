@@ -138,6 +138,7 @@ class RegisterPaths(StagePaths):
     robustness: Path = inp("metrics/robustness.json", "test metrics under each perturbation", name="robustness.json")
     slices: Path = inp("metrics/slices.json", "metrics by slice", name="slices.json")
     external_metrics: Path = inp("metrics/external.json", "external sets' metrics", name="external.json")
+    shards: Path = inp("data/shards", "the packed shards (the new model and the champion both score the test split)")
     registry: Path = out("models/registry.json", "what was registered (name, version, alias) or why not")
     card: Path = out("models/model_card.md", "the version's model card (data, training, metrics, threshold, limits)")
 

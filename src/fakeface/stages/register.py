@@ -1,10 +1,12 @@
 """The register stage: log the model with MLflow's keras flavor, register it if it is good enough.
 
 The model is always logged to the pipeline's run (signature, an input example, and how to feed
-it). It is registered in the Model Registry, and given the alias ``champion`` (aliases, not the
-deprecated stages), only when its test AUC passes the quality gate from params. A model that fails
-the gate is logged but not registered, and the stage says so and exits 0: a weak model is a
-result, not a crash.
+it). It is registered in the Model Registry only when its test AUC passes the quality gate from
+params. A registered version then takes the alias ``champion`` (aliases, not the deprecated
+stages) only if it is not worse than the version holding it, on the same test images
+(:mod:`fakeface.stages.promotion`); otherwise it becomes ``challenger``. Every alias move is
+recorded (:mod:`fakeface.tracking.aliases`). A model that fails the gate is logged but not
+registered, and the stage says so and exits 0: a weak model is a result, not a crash.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from fakeface import FakefaceError
 from fakeface.model.contract import make_contract, read_contract
 from fakeface.config import Params
 from fakeface.stages.paths import RegisterPaths
+from fakeface.stages.promotion import DETECTOR_ARTIFACT, choose_alias
+from fakeface.tracking.aliases import move_alias, serving_model_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,9 @@ class Registration:
     model_uri: str
     version: str | None = None
     alias: str | None = None
+    promoted: bool = False
     test_auc: float | None = None
+    comparison: dict[str, Any] | None = None
     serving_uri: str | None = None  # the image-in model beside it (fakeface.inference.served_model)
 
 
@@ -95,6 +101,7 @@ def model_card(paths: RegisterPaths, run_id: str, result: Registration, evaluati
         name=result.model_name, version=result.version, run_id=run_id, run_params=data.params, run_tags=data.tags,
         index=index, evaluation=evaluation, contract=contract, robustness=_optional_json(paths.robustness),
         slices=_optional_json(paths.slices), external=_optional_json(paths.external_metrics),
+        promotion=result.reason if result.registered else None,
     )
     Path(paths.card).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.card).write_text(card)
@@ -144,25 +151,43 @@ def run(params: Params, paths: RegisterPaths) -> Registration:
                 pip_requirements=[*mlflow.keras.get_default_pip_requirements(), f"tensorflow=={tf.__version__}"],
             )
         mlflow.log_dict(contract, "model_contract.json")
-        mlflow.log_artifact(str(paths.model), "detector")
+        mlflow.log_artifact(str(paths.model), DETECTOR_ARTIFACT)
+        from fakeface.inference.served_model import register_serving  # the image-in model: what serve and KServe run
+
         if passes:
             client = MlflowClient()
             version = info.registered_model_version
             if version is None:  # older clients: look it up from the run
                 versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
                 version = max(int(v.version) for v in versions if v.name == cfg.model_name)
-            client.set_registered_model_alias(cfg.model_name, cfg.alias, str(version))
-            client.set_model_version_tag(cfg.model_name, str(version), "test_auc", f"{test_auc:.4f}")
+            version = str(version)
+            client.set_model_version_tag(cfg.model_name, version, "test_auc", f"{test_auc:.4f}")
+            register_serving(paths.model, contract, cfg.model_name, version, params.data.max_pixels)
+            decision = choose_alias(client, cfg, model, Path(paths.shards), params.evaluate.batch_size, version)
+            move_alias(client, cfg.model_name, decision.alias, version,
+                       action="register", reason=f"run {run.info.run_id}: {decision.reason}")
+            for key, value in decision.tags().items():
+                client.set_model_version_tag(cfg.model_name, version, key, value)
+            if decision.comparison:
+                mlflow.log_dict(decision.comparison, "champion_comparison.json")
+                mlflow.log_metrics({"champion_test_auc": decision.comparison["auc_reference"],
+                                    "auc_difference_vs_champion": decision.comparison["difference"],
+                                    "auc_difference_p_worse": decision.comparison["p_worse"]})
+            mlflow.set_tag("register.alias", decision.alias)
             result = Registration(
                 registered=True,
-                reason=f"test AUC {test_auc:.4f} >= gate {cfg.min_test_auc}",
+                reason=f"test AUC {test_auc:.4f} >= gate {cfg.min_test_auc}; @{decision.alias}: {decision.reason}",
                 model_name=cfg.model_name,
-                model_uri=f"models:/{cfg.model_name}@{cfg.alias}",
-                version=str(version),
-                alias=cfg.alias,
+                model_uri=f"models:/{cfg.model_name}@{decision.alias}",
+                version=version,
+                alias=decision.alias,
+                promoted=decision.promoted,
                 test_auc=test_auc,
+                comparison=decision.comparison or None,
+                serving_uri=f"models:/{serving_model_name(cfg.model_name)}@{decision.alias}",
             )
-            log.info("registered %s version %s as @%s (%s)", cfg.model_name, version, cfg.alias, result.reason)
+            (log.info if decision.promoted else log.warning)(
+                "registered %s version %s as @%s: %s", cfg.model_name, version, decision.alias, decision.reason)
         else:
             result = Registration(
                 registered=False,
@@ -172,10 +197,7 @@ def run(params: Params, paths: RegisterPaths) -> Registration:
                 test_auc=test_auc,
             )
             log.warning("not registered: %s", result.reason)
-        from fakeface.inference.served_model import register_serving  # the image-in model: what serve and KServe run
-
-        result.serving_uri = register_serving(paths.model, contract, cfg.model_name, cfg.alias, result.version,
-                                              params.data.max_pixels)
+            result.serving_uri = register_serving(paths.model, contract, cfg.model_name, None, params.data.max_pixels)
         mlflow.set_tag("register.registered", str(result.registered).lower())
         card = model_card(paths, run.info.run_id, result, evaluation, contract)
         mlflow.log_text(card, "model_card.md")
