@@ -98,6 +98,10 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "ablation_worker": ABLATION_PARAMS["ablate"],
     "ablation_finalize": ABLATION_PARAMS["ablate"],
     "retrain_best": ABLATION_PARAMS["retrain"],
+    # batch scoring: no stage params but how to decode and score, and where MLflow runs go
+    "batch_plan": (),
+    "batch_score": ("evaluate.batch_size", "data.max_pixels"),
+    "batch_merge": ("tracking.experiment",),
 }
 
 

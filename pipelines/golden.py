@@ -1,6 +1,6 @@
 """The compiled pipelines, committed: what a cluster runs, reviewable line by line.
 
-``pipelines/compiled/{training,ablation}.yaml`` are the two pipelines compiled with the project's
+``pipelines/compiled/{training,ablation,batch}.yaml`` are the pipelines compiled with the project's
 ``params.yaml`` and the default cluster settings (no ``FAKEFACE_*`` environment taken into
 account). A test compiles them again and fails on any difference, so a change to a stage, a param
 or a setting shows up in review as a change of these files. One command regenerates them, with the
@@ -18,7 +18,8 @@ from fakeface.config import Params, load_params
 from fakeface.pipelines.settings import KubeflowSettings
 
 HERE = Path(__file__).resolve().parent
-GOLDEN = {"training": HERE / "compiled" / "training.yaml", "ablation": HERE / "compiled" / "ablation.yaml"}
+GOLDEN = {"training": HERE / "compiled" / "training.yaml", "ablation": HERE / "compiled" / "ablation.yaml",
+          "batch": HERE / "compiled" / "batch.yaml"}
 
 
 def default_settings() -> KubeflowSettings:
@@ -29,11 +30,12 @@ def default_settings() -> KubeflowSettings:
 
 
 def render(pipeline: str, params: Params) -> str:
-    """The compiled YAML of ``pipeline`` ("training" or "ablation") for ``params``."""
+    """The compiled YAML of ``pipeline`` ("training", "ablation" or "batch") for ``params``."""
     from fakeface.pipelines.ablation import compile_ablation_pipeline
+    from fakeface.pipelines.batch import compile_batch_pipeline
     from fakeface.pipelines.training import compile_pipeline
 
-    compile_fn = compile_ablation_pipeline if pipeline == "ablation" else compile_pipeline
+    compile_fn = {"ablation": compile_ablation_pipeline, "batch": compile_batch_pipeline}.get(pipeline, compile_pipeline)
     with tempfile.TemporaryDirectory(prefix="fakeface-golden-") as scratch:
         out = compile_fn(Path(scratch) / f"{pipeline}.yaml", params, default_settings())
         return out.read_text()

@@ -2,9 +2,10 @@
 
 ::
 
-    fakeface pipeline compile   [--pipeline training|ablation] [--out pipelines/<pipeline>_pipeline.yaml]
+    fakeface pipeline compile   [--pipeline training|ablation|batch] [--out pipelines/<pipeline>_pipeline.yaml]
     fakeface pipeline submit    --host URL [--experiment NAME] [--run-name NAME] [--namespace NS]
-    fakeface pipeline run-local [--pipeline training|ablation] [--workdir DIR] [--mlflow-uri URI]
+    fakeface pipeline run-local [--pipeline training|ablation|batch] [--workdir DIR] [--mlflow-uri URI]
+                                [--source DIR|s3://... --model URI --workers N]   (batch)
 
 Each takes the params from ``--params`` (default ``params.yaml``), optionally changed with
 ``-S/--set section.key=value`` (repeatable, values in YAML syntax): the defaults of the compiled
@@ -21,6 +22,10 @@ options: the Kubeflow API token is read from ``KFP_TOKEN`` (or a session cookie 
 the best config retrained on train + valid and tested. Its storage URL is a run parameter, left
 empty when compiled: pods read it, password included, from the Secret's
 ``FAKEFACE_ABLATION_STORAGE``; ``run-local`` uses ``sqlite:///<workdir>/optuna.db``.
+
+``--pipeline batch`` scores every file of a folder or S3 prefix (``--source``, a run argument) with
+a registered model (``--model``, default the champion) on ``--workers`` parallel tasks
+(:mod:`fakeface.pipelines.batch`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from fakeface import FakefaceError
 log = logging.getLogger("fakeface")
 
 DEFAULT_OUT = "pipelines/training_pipeline.yaml"
-DEFAULT_OUTS = {"training": DEFAULT_OUT, "ablation": "pipelines/ablation_pipeline.yaml"}
+DEFAULT_OUTS = {"training": DEFAULT_OUT, "ablation": "pipelines/ablation_pipeline.yaml",
+                "batch": "pipelines/batch_pipeline.yaml"}
 PIPELINES = tuple(DEFAULT_OUTS)
 
 
@@ -112,11 +118,16 @@ def _settings(args: argparse.Namespace):
 
 def _compile(args: argparse.Namespace, params: Any) -> None:
     from fakeface.pipelines.ablation import compile_ablation_pipeline
+    from fakeface.pipelines.batch import DEFAULT_WORKERS, compile_batch_pipeline
     from fakeface.pipelines.training import compile_pipeline
 
     params = apply_overrides(params, args.set)
-    compile_fn = compile_ablation_pipeline if args.pipeline == "ablation" else compile_pipeline
-    out = compile_fn(args.out or DEFAULT_OUTS[args.pipeline], params, _settings(args))
+    out_path = args.out or DEFAULT_OUTS[args.pipeline]
+    if args.pipeline == "batch":
+        out = compile_batch_pipeline(out_path, params, _settings(args), workers=args.workers or DEFAULT_WORKERS)
+    else:
+        compile_fn = compile_ablation_pipeline if args.pipeline == "ablation" else compile_pipeline
+        out = compile_fn(out_path, params, _settings(args))
     log.info("compiled the %s pipeline to %s", args.pipeline, out)
     sys.stdout.write(f"{out}\n")
 
@@ -150,6 +161,9 @@ def _run_local(args: argparse.Namespace, params: Any) -> None:
     if args.pipeline == "ablation":
         _run_ablation_local(args, params)
         return
+    if args.pipeline == "batch":
+        _run_batch_local(args, params)
+        return
     outputs = run_local(params, workdir=args.workdir, mlflow_tracking_uri=args.mlflow_uri)
     evaluation = Path(outputs["evaluation"].path) / "evaluate.json"
     registration = Path(outputs["registration"].path)
@@ -170,6 +184,21 @@ def _golden(args: argparse.Namespace, params: Any) -> None:
     for path in changed:
         log.info("rewrote %s", path)
     sys.stdout.write(f"{len(changed)} file(s) changed\n")
+
+
+def _run_batch_local(args: argparse.Namespace, params: Any) -> None:
+    from fakeface.pipelines.batch import run_batch_local
+
+    if not args.source:
+        raise PipelineCommandError("--pipeline batch needs --source (a folder or s3://bucket/prefix)")
+    outputs = run_batch_local(args.source, args.model, params, workdir=args.workdir,
+                              mlflow_tracking_uri=args.mlflow_uri, workers=args.workers or 2)
+    results = Path(outputs["results"].path)
+    summary = json.loads((results / "summary.json").read_text())
+    sys.stdout.write(
+        f"{summary['files']} files: {summary['scored']} scored ({summary['labelled_fake']} fake), "
+        f"{summary['failed']} without a score {summary['errors'] or ''}\nresults: {results / 'results.csv'}\n"
+    )
 
 
 def _run_ablation_local(args: argparse.Namespace, params: Any) -> None:
@@ -194,8 +223,11 @@ def _run_ablation_local(args: argparse.Namespace, params: Any) -> None:
 
 def _pipeline_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", choices=PIPELINES, default="training",
-                   help="training, or ablation (Optuna study on ablation.workers parallel workers, then the "
-                        "best config retrained on train+valid and tested) (default: %(default)s)")
+                   help="training, ablation (Optuna study on ablation.workers parallel workers, then the "
+                        "best config retrained on train+valid and tested), or batch (score a folder or S3 "
+                        "prefix with a registered model) (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batch: parallel scoring tasks (default: 4 compiled, 2 run here)")
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
@@ -262,6 +294,9 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF
     p.add_argument("--workdir", default=None, help="where step outputs go (default: a new temporary folder)")
     p.add_argument("--mlflow-uri", default=None,
                    help="tracking URI for the steps (default: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--source", default=None, help="batch: the folder or s3://bucket/prefix to score")
+    p.add_argument("--model", default=None,
+                   help="batch: the model (default: models:/<register.model_name>@<register.alias>)")
     _set_option(p)
     p.set_defaults(handler=_run_local)
 
