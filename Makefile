@@ -4,12 +4,13 @@
 #   make bench  benchmarks -> bench/results/latest.md (see README, Benchmarks)
 #   make image  the project image with podman or docker (docker/build.sh; BASE_IMAGE, TAG)
 #   make lock   rewrite docker/requirements.lock from this venv (after changing dependencies)
+#   make exps   the experiments table: params that differ and the headline metrics, 120 columns
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui clean bench image lock dvc-deps
+.PHONY: setup run test test-fast ui clean bench image lock dvc-deps exps
 
 setup: $(VENV)/.installed
 
@@ -28,6 +29,12 @@ run: setup
 	@echo "Headline: reports/evaluate/headline.json ('dvc metrics show'); every number: metrics/*.json"
 	@echo "Plots: reports/ and 'dvc plots show' (-> dvc_plots/index.html)"
 	@echo "Tracking: mlflow.db -- browse the training runs with: make ui"
+
+# DVC prints a column for every tracked param (over a hundred) and every dependency's hash, and has
+# no setting to hide them by default: this is its table with only what differs between the rows,
+# dependencies dropped (paths: the only column names with a slash), the headline metrics kept.
+exps: setup
+	$(BIN)/dvc exp show --no-pager --only-changed --drop '.*/' --keep '^(test_auc|test_acc|threshold|real_as_fake|auc_jpeg_q75)$$'
 
 test: setup
 	$(BIN)/python -m pytest
