@@ -20,6 +20,7 @@ SMALL_SIZES = {
     "efficientnetv2b0": 32,
     "efficientnetb0": 32,
     "smallcnn": 32,
+    "nprnet": 32,
 }
 
 

@@ -16,6 +16,8 @@ class TrainConfig(Section):
     backbone: str = Field("smallcnn", description="a registered backbone (fakeface.model.backbones)")
     weights: str = Field("none", description="imagenet | none | path to a weights file")
     image_size: int | None = Field(None, ge=16, le=1024, description="null: the backbone default")
+    input_transform: str = Field("pixels", description="what the network sees: pixels | npr (x - up2(x[::2, ::2])) | "
+                                 "highpass (Haar HH, half size); a layer inside the model (fakeface.model.inputs)")
     batch_size: int = Field(32, ge=1, description="images per step")
     head_activation: Literal["sigmoid", "softmax"] = Field(
         "sigmoid", description="sigmoid: 1 unit, binary CE; softmax: 2 units, categorical CE"
@@ -72,6 +74,15 @@ class TrainConfig(Section):
         if key not in BACKBONES:
             raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(sorted(BACKBONES))}")
         return key
+
+    @field_validator("input_transform")
+    @classmethod
+    def _known_transform(cls, value: str) -> str:
+        from fakeface.model.inputs import TRANSFORMS  # imports nothing heavy
+
+        if value not in TRANSFORMS:
+            raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(TRANSFORMS)}")
+        return value
 
     @model_validator(mode="after")
     def _head(self) -> TrainConfig:

@@ -99,6 +99,41 @@ def _small_cnn(image_size: int, weights: str | None) -> Any:
     return model
 
 
+def _npr_resnet(image_size: int, weights: str | None) -> Any:
+    """The small from-scratch network of the NPR and SAFE detectors: the first two stages of a
+    ResNet-50 (a 3x3 stride-2 stem, max-pool, 3 bottleneck blocks of 64 and 4 of 128 filters),
+    about 1.4M parameters, no ImageNet weights. Shallow and narrow on purpose: the traces it looks
+    for are local, and a few hundred faces cannot train a deep network."""
+    import keras
+    from keras import layers
+
+    def bottleneck(x: Any, filters: int, stride: int, name: str) -> Any:
+        shortcut = x
+        if stride != 1 or x.shape[-1] != 4 * filters:
+            shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_down")(x)
+            shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+        y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv1")(x)
+        y = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(name=f"{name}_bn1")(y))
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+        y = layers.ReLU(name=f"{name}_relu2")(layers.BatchNormalization(name=f"{name}_bn2")(y))
+        y = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_conv3")(y)
+        y = layers.BatchNormalization(name=f"{name}_bn3")(y)
+        return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = layers.Conv2D(64, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for index in range(3):
+        x = bottleneck(x, 64, 1, f"stage1_block{index + 1}")
+    for index in range(4):
+        x = bottleneck(x, 128, 2 if index == 0 else 1, f"stage2_block{index + 1}")
+    model = keras.Model(inputs, x, name="nprnet")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 #: The backbones by name. A plain dict, not :class:`fakeface.config.registry.Registry` like the other
 #: families: the image's weight-baking step (docker/bake_weights.py) loads this file alone, before
 #: the package is installed, so it imports nothing of fakeface.
@@ -117,6 +152,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         # Keras' EfficientNet (v1) rescales and normalises inside itself.
         BackboneSpec("efficientnetb0", _application("EfficientNetB0"), 224, 32, "raw"),
         BackboneSpec("smallcnn", _small_cnn, 64, 16, "unit", has_imagenet=False),
+        # The NPR / SAFE detectors' network, trained from scratch (no ImageNet weights exist).
+        BackboneSpec("nprnet", _npr_resnet, 256, 32, "unit", has_imagenet=False),
     )
 }
 

@@ -20,6 +20,7 @@ from keras import layers
 
 from fakeface import FakefaceError
 from fakeface.model.backbones import apply_preprocessing, get_backbone
+from fakeface.model.inputs import TRANSFORMS, get_transform
 from fakeface.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,15 @@ def resolve_image_size(cfg: TrainConfig) -> int:
 def build_classifier(cfg: TrainConfig) -> Classifier:
     """Build the full model; its input is raw RGB pixels in 0..255 at the backbone's size."""
     spec = get_backbone(cfg.backbone)
+    transform = get_transform(cfg.input_transform)
     size = resolve_image_size(cfg)
-    base = spec.build(size, cfg.weights)
+    if transform.name != "pixels" and size % 2:
+        raise ValueError(f"input transform {transform.name!r} works on 2x2 blocks: the image size must be even, got {size}")
+    base = spec.build(size // transform.factor, cfg.weights)
 
     inputs = keras.Input((size, size, 3), name="image")
-    x = apply_preprocessing(inputs, spec.scaling)
+    x = transform.build(inputs)  # what the network sees of the pixels (fakeface.model.inputs)
+    x = apply_preprocessing(x, spec.scaling)
     # Pretrained BatchNorm statistics are kept (inference mode, always); a base trained from
     # scratch (weights: none) has no statistics worth keeping, so its BatchNorm trains as usual.
     x = base(x, training=False) if pretrained(cfg) else base(x)
@@ -92,6 +97,12 @@ def unfreeze_top(base: keras.Model, n_layers: int, freeze_batchnorm: bool = True
         layer.trainable = index >= cutoff and not frozen_bn
         trainable += int(layer.trainable and bool(layer.weights))
     return trainable
+
+
+def input_transform_of(model: keras.Model) -> str:
+    """The input transform a saved model carries, read from its layers' names."""
+    names = {layer.name for layer in model.layers}
+    return next((t.name for t in TRANSFORMS.values() if t.marker and t.marker in names), "pixels")
 
 
 def probabilities_of_fake(predictions: Any) -> Any:

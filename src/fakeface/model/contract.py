@@ -30,13 +30,14 @@ MIN_RELIABLE_PER_CLASS = 100
 
 
 def make_contract(image_size: int, threshold: float, selection: dict[str, Any] | None = None,
-                  reference: dict[str, Any] | None = None) -> dict[str, Any]:
+                  reference: dict[str, Any] | None = None, transform: str = "pixels") -> dict[str, Any]:
     """The contract of a detector taking ``image_size`` px images and cutting at ``threshold``.
 
     ``selection``: how the threshold was chosen (evaluate's ``threshold_selection``, with the
     valid split's class counts), from which its reliability follows. ``reference``: the p(fake)
     distribution on validation images (:func:`fakeface.analysis.drift.reference_distribution`),
-    what ``fakeface monitor`` holds served scores against.
+    what ``fakeface monitor`` holds served scores against. ``transform``: the input transform inside
+    the model (:mod:`fakeface.model.inputs`), named so a reader knows what the network sees.
     """
     selection = dict(selection or {})
     counts = selection.get("counts") or {}
@@ -53,6 +54,7 @@ def make_contract(image_size: int, threshold: float, selection: dict[str, Any] |
             "range": "0..255",
             "color_order": "RGB",
             "resize": "bilinear with antialias to the input size (only when the size differs)",
+            "transform": transform,
         },
         "preprocessing": "inside the model (its first layer scales the pixels for the backbone)",
         "threshold": float(threshold),

@@ -107,7 +107,7 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
     from fakeface.analysis import calibration
     from fakeface.analysis import robustness
     from fakeface.analysis import slices
-    from fakeface.model.classifier import load_model_file
+    from fakeface.model.classifier import input_transform_of, load_model_file
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -151,7 +151,8 @@ def run(params: Params, paths: EvaluatePaths, *, track: bool = True) -> dict[str
             name: int((valid.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)
         }
     reference = reference_distribution(valid.p_fake, "valid") if valid is not None else None
-    contract = make_contract(int(model.input_shape[1]), threshold, result["threshold_selection"], reference)
+    contract = make_contract(int(model.input_shape[1]), threshold, result["threshold_selection"], reference,
+                             input_transform_of(model))
     result["threshold_reliable"] = contract["threshold_reliable"]
     if not contract["threshold_reliable"]:
         log.warning(

@@ -1,0 +1,101 @@
+"""Input transforms and the small from-scratch network: exact on known inputs, and carried by the
+saved model so every scorer applies them as training did."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _apply(name, images):
+    import keras
+
+    from fakeface.model.inputs import get_transform
+
+    inputs = keras.Input(images.shape[1:])
+    model = keras.Model(inputs, get_transform(name).build(inputs))
+    return np.asarray(model.predict_on_batch(images))
+
+
+def test_npr_is_zero_on_a_nearest_upsampled_image_and_the_residual_otherwise():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (2, 8, 8, 3)).astype("float32")
+    upsampled = small.repeat(2, axis=1).repeat(2, axis=2)
+    assert np.array_equal(_apply("npr", upsampled), np.zeros_like(upsampled))
+    image = rng.integers(0, 256, (2, 16, 16, 3)).astype("float32")
+    expected = image - image[:, ::2, ::2].repeat(2, axis=1).repeat(2, axis=2)
+    assert np.array_equal(_apply("npr", image), expected)
+
+
+def test_highpass_is_the_haar_diagonal_band():
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 256, (1, 4, 4, 3)).astype("float32").repeat(2, axis=1).repeat(2, axis=2)
+    assert np.array_equal(_apply("highpass", blocks), np.zeros((1, 4, 4, 3), "float32"))
+    image = rng.integers(0, 256, (2, 8, 8, 3)).astype("float32")
+    a, b, c, d = image[:, ::2, ::2], image[:, ::2, 1::2], image[:, 1::2, ::2], image[:, 1::2, 1::2]
+    assert np.allclose(_apply("highpass", image), (a - b - c + d) / 2, atol=1e-4)
+    checker = np.indices((8, 8)).sum(axis=0) % 2 * 255.0
+    out = _apply("highpass", np.repeat(checker[None, :, :, None], 3, axis=3).astype("float32"))
+    assert np.allclose(out, -255.0)  # (0 - 255 - 255 + 0) / 2 in every block
+
+
+def test_nprnet_is_the_two_stage_resnet_of_about_1_4m_parameters():
+    from fakeface.model.backbones import get_backbone
+
+    base = get_backbone("nprnet").build(64, "none")
+    assert 1.3e6 < base.count_params() < 1.6e6
+    assert base.output_shape == (None, 8, 8, 512)
+
+
+@pytest.mark.parametrize(("transform", "marker"), [("npr", "npr_subsample"), ("highpass", "haar_hh")])
+def test_the_transform_stays_fixed_while_the_network_trains(transform, marker):
+    from fakeface.config import TrainConfig
+    from fakeface.model.classifier import build_classifier
+    from fakeface.stages.train import compile_model
+
+    cfg = TrainConfig(backbone="smallcnn", weights="none", image_size=32, input_transform=transform)
+    model = build_classifier(cfg).model
+    compile_model(model, cfg, 0.05, 10, xla=False)
+    kernel = [w.copy() for w in model.get_layer(marker).get_weights()]
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(x, np.array([[0], [1], [1], [1]], "float32"))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # it learned
+    assert all(np.array_equal(a, b) for a, b in zip(kernel, model.get_layer(marker).get_weights()))
+
+
+@pytest.mark.parametrize("transform", ["npr", "highpass"])
+def test_a_transformed_model_saves_loads_and_serves_with_identical_scores(transform, tmp_path):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from fakeface.config import TrainConfig
+    from fakeface.inference.predict import load_model, predict_files
+    from fakeface.inference.served_model import request_body, save_serving_model
+    from fakeface.model.classifier import build_classifier, input_transform_of
+    from fakeface.model.contract import make_contract, read_contract, write_model_with_contract
+    from PIL import Image
+
+    classifier = build_classifier(TrainConfig(backbone="nprnet", weights="none", image_size=64,
+                                              input_transform=transform))
+    model = classifier.model
+    assert input_transform_of(model) == transform
+    model.save(tmp_path / "model.keras")
+    detector = write_model_with_contract(tmp_path / "model.keras", tmp_path / "detector.keras",
+                                         make_contract(64, 0.5, transform=input_transform_of(model)))
+    assert read_contract(detector)["input"]["transform"] == transform
+    rng = np.random.default_rng(2)
+    files = []
+    for k in range(3):
+        path = tmp_path / f"face{k}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+        files.append(str(path))
+    images = np.stack([np.asarray(Image.open(f), "float32") for f in files])
+    direct = np.asarray(model.predict_on_batch(images)).reshape(-1)
+    loaded = load_model(str(detector))
+    assert np.allclose(np.asarray(loaded.model.predict_on_batch(images)).reshape(-1), direct, atol=1e-6)
+    scored = [row.p_fake for row in predict_files(loaded, files)]
+    served = mlflow.pyfunc.load_model(str(save_serving_model(detector, tmp_path / "serving")))
+    answer = served.predict(pd.DataFrame(request_body(open(f, "rb").read() for f in files)["dataframe_split"]["data"],
+                                         columns=["image"]))
+    assert np.allclose(scored, direct, atol=1e-6) and np.allclose(answer["p_fake"], direct, atol=1e-6)
