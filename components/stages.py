@@ -152,6 +152,7 @@ def train(
     train_backbone: str,
     train_weights: str,
     train_image_size: str,
+    train_crop_size: str,
     train_input_transform: str,
     train_batch_size: int,
     train_head_activation: str,

@@ -79,10 +79,10 @@ def test_a_transformed_model_saves_loads_and_serves_with_identical_scores(transf
     classifier = build_classifier(TrainConfig(backbone="nprnet", weights="none", image_size=64,
                                               input_transform=transform))
     model = classifier.model
-    assert input_transform_of(model) == transform
+    assert input_transform_of(model) == {"transform": transform, "crop": None}
     model.save(tmp_path / "model.keras")
     detector = write_model_with_contract(tmp_path / "model.keras", tmp_path / "detector.keras",
-                                         make_contract(64, 0.5, transform=input_transform_of(model)))
+                                         make_contract(64, 0.5, front=input_transform_of(model)))
     assert read_contract(detector)["input"]["transform"] == transform
     rng = np.random.default_rng(2)
     files = []
@@ -99,3 +99,64 @@ def test_a_transformed_model_saves_loads_and_serves_with_identical_scores(transf
     answer = served.predict(pd.DataFrame(request_body(open(f, "rb").read() for f in files)["dataframe_split"]["data"],
                                          columns=["image"]))
     assert np.allclose(scored, direct, atol=1e-6) and np.allclose(answer["p_fake"], direct, atol=1e-6)
+
+
+@pytest.mark.parametrize(("size", "crop"), [(40, 24), (41, 24)])
+def test_a_training_window_is_cut_never_resampled_and_the_model_cuts_exactly_it(size, crop):
+    import keras
+    import tensorflow as tf
+
+    from fakeface.data.pipeline import random_window
+
+    image = np.random.default_rng(4).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    placed = random_window(tf.constant(image), crop, tf.constant([5, 9], tf.int64)).numpy()
+    assert placed.shape == image.shape and placed.dtype == np.uint8
+    cut = np.asarray(keras.layers.CenterCrop(crop, crop)(placed[None].astype("float32")))[0].astype(np.uint8)
+    windows = [(dy, dx) for dy in range(size - crop + 1) for dx in range(size - crop + 1)
+               if np.array_equal(image[dy:dy + crop, dx:dx + crop], cut)]
+    assert len(windows) == 1  # the source pixels, unchanged
+    assert int(placed.astype(int).sum()) == int(cut.astype(int).sum())  # nothing else around it
+    again = random_window(tf.constant(image), crop, tf.constant([5, 9], tf.int64)).numpy()
+    assert np.array_equal(again, placed)  # deterministic for the seed
+
+
+def test_a_cropping_model_scores_only_its_centre_window():
+    from fakeface.config import TrainConfig
+    from fakeface.model.classifier import build_classifier, input_transform_of
+    from fakeface.model.contract import make_contract
+
+    model = build_classifier(TrainConfig(backbone="smallcnn", weights="none", image_size=48, crop_size=32,
+                                         input_transform="npr")).model
+    assert input_transform_of(model) == {"transform": "npr", "crop": 32}
+    assert make_contract(48, 0.5, front=input_transform_of(model))["input"]["crop"] == 32
+    image = np.random.default_rng(5).uniform(0, 255, (1, 48, 48, 3)).astype("float32")
+    border = image.copy()
+    border[:, :8] = 0.0
+    border[:, :, -8:] = 255.0  # outside the centre 32 px window
+    inside = image.copy()
+    inside[:, 24, 24] = 255.0 - inside[:, 24, 24]
+    score = model.predict_on_batch(image)
+    assert np.array_equal(model.predict_on_batch(border), score)
+    assert not np.array_equal(model.predict_on_batch(inside), score)
+
+
+def test_training_feeds_windows_and_the_trained_model_carries_its_front(synthetic_shards, tmp_path, monkeypatch):
+    from conftest import small_params
+    from fakeface.config.runtime import Runtime
+    from fakeface.data.pipeline import make_dataset
+    from fakeface.model.classifier import input_transform_of, load_model_file
+    from fakeface.stages import train
+    from fakeface.stages.paths import TrainPaths
+
+    _, shards = synthetic_shards
+    images, _ = next(iter(make_dataset(shards, "train", 32, 8, training=True, window=16, seed=1)))
+    images = images.numpy()
+    assert np.all(images[:, :8] == 0) and np.all(images[:, 24:] == 0) and np.all(images[:, :, :8] == 0)
+    assert images[:, 8:24, 8:24].std() > 0
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    params = small_params(train={"crop_size": 16, "input_transform": "npr", "head_epochs": 0,
+                                 "fine_tune_epochs": 1})
+    paths = TrainPaths.in_artifacts(tmp_path, shards=shards)
+    train.run(params, paths, Runtime(checkpoint_dir=tmp_path / "ck"))
+    assert input_transform_of(load_model_file(paths.model)) == {"transform": "npr", "crop": 16}

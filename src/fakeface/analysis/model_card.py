@@ -119,8 +119,9 @@ def render_card(*, name: str, version: str | None, run_id: str, run_params: dict
     title = f"# Model card: {name}" + (f" version {version}" if version else " (logged, not registered)")
     sections = [
         title, "", f"MLflow run `{run_id}`. Input: {contract.get('input', {}).get('shape')} RGB 0..255, "
-        f"input transform `{contract.get('input', {}).get('transform', 'pixels')}` and preprocessing inside the "
-        "model; output p(fake).", "",
+        f"input transform `{contract.get('input', {}).get('transform', 'pixels')}`"
+        + (f", centre {contract['input']['crop']} px window" if contract.get("input", {}).get("crop") else "")
+        + " and preprocessing inside the model; output p(fake).", "",
         "## Data", "", *_data(run_params, run_tags, index), "",
         "## Training", "", *_training(run_params), "",
         "## Test metrics (at the stored threshold)", "", *_metrics(evaluation), "",

@@ -16,6 +16,8 @@ class TrainConfig(Section):
     backbone: str = Field("smallcnn", description="a registered backbone (fakeface.model.backbones)")
     weights: str = Field("none", description="imagenet | none | path to a weights file")
     image_size: int | None = Field(None, ge=16, le=1024, description="null: the backbone default")
+    crop_size: int | None = Field(None, ge=16, le=1024, description="train on random crop_size windows, score the "
+                                  "centre window (a layer in the model): no resampling; null: the whole image")
     input_transform: str = Field("pixels", description="what the network sees: pixels | npr (x - up2(x[::2, ::2])) | "
                                  "highpass (Haar HH, half size); a layer inside the model (fakeface.model.inputs)")
     batch_size: int = Field(32, ge=1, description="images per step")

@@ -137,6 +137,20 @@ def check_memory_cache(shards_dir: Path, splits: Sequence[str], image_size: int)
     return need
 
 
+#: Folded into an image's seed for its training window, so the window and the augmentations draw
+#: from different streams.
+WINDOW_SEED = 104_729
+
+
+def random_window(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``size``-pixel square of ``image``, cut (never resampled) and placed back at the
+    centre of an image of the original size, zeros around it: what the model's centre crop
+    (``train.crop_size``) then cuts out is exactly that window. Deterministic for ``seed``."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    cut = tf.image.stateless_random_crop(image, [size, size, 3], seed=seed)
+    return tf.image.pad_to_bounding_box(cut, (height - size) // 2, (width - size) // 2, height, width)
+
+
 def make_dataset(
     shards_dir: str | Path,
     split: str | Sequence[str],
@@ -152,6 +166,7 @@ def make_dataset(
     cache: str = "none",
     cache_dir: str | Path | None = None,
     augment_on_device: bool = False,
+    window: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` (``(images, labels, paths)`` with ``with_ids``).
 
@@ -165,7 +180,9 @@ def make_dataset(
     never reads a stale cache). ``augment_on_device``: the augmentations that
     :func:`plan_augmentations` gives the training step are not applied here; the batches then
     carry each image's ``[2]`` seed as ``((images, seeds), labels)`` for the step to apply them
-    (:class:`fakeface.model.train_step.AugmentingTrainer`).
+    (:class:`fakeface.model.train_step.AugmentingTrainer`). ``window``: in training, each image is
+    first cut to a random ``window``-pixel square, re-centred (:func:`random_window`), before any
+    augmentation.
     """
     shards_dir = Path(shards_dir)
     splits = [split] if isinstance(split, str) else list(split)
@@ -190,13 +207,15 @@ def make_dataset(
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
 
-    if training and (uint8_part or float_part or with_seeds):
+    if training and (uint8_part or float_part or with_seeds or window):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
         float_augmenter = build_augmenter(float_part) if float_part is not None else None
 
         def augment_one(item, pair):
             image, label, path = item
+            if window:
+                image = random_window(image, window, tf.random.experimental.stateless_fold_in(pair, WINDOW_SEED))
             if uint8_part is not None:  # pixel moves, exact on uint8: no float conversion per image
                 seeds = augmentation_seeds(pair)
                 for name in uint8_part.enabled():

@@ -107,22 +107,28 @@ def _npr_resnet(image_size: int, weights: str | None) -> Any:
     import keras
     from keras import layers
 
+    def batchnorm(name: str) -> Any:
+        # Moving statistics with momentum 0.9, not Keras' 0.99: a few hundred images make a few
+        # dozen steps, after which 0.99 still remembers its initial mean 0 / variance 1 and the
+        # model scores every validation image alike.
+        return layers.BatchNormalization(momentum=0.9, name=name)
+
     def bottleneck(x: Any, filters: int, stride: int, name: str) -> Any:
         shortcut = x
         if stride != 1 or x.shape[-1] != 4 * filters:
             shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_down")(x)
-            shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+            shortcut = batchnorm(f"{name}_down_bn")(shortcut)
         y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv1")(x)
-        y = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(name=f"{name}_bn1")(y))
+        y = layers.ReLU(name=f"{name}_relu1")(batchnorm(f"{name}_bn1")(y))
         y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-        y = layers.ReLU(name=f"{name}_relu2")(layers.BatchNormalization(name=f"{name}_bn2")(y))
+        y = layers.ReLU(name=f"{name}_relu2")(batchnorm(f"{name}_bn2")(y))
         y = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_conv3")(y)
-        y = layers.BatchNormalization(name=f"{name}_bn3")(y)
+        y = batchnorm(f"{name}_bn3")(y)
         return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
     inputs = keras.Input((image_size, image_size, 3))
     x = layers.Conv2D(64, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.ReLU(name="stem_relu")(batchnorm("stem_bn")(x))
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for index in range(3):
         x = bottleneck(x, 64, 1, f"stage1_block{index + 1}")

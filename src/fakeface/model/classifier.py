@@ -44,12 +44,21 @@ def build_classifier(cfg: TrainConfig) -> Classifier:
     spec = get_backbone(cfg.backbone)
     transform = get_transform(cfg.input_transform)
     size = resolve_image_size(cfg)
-    if transform.name != "pixels" and size % 2:
-        raise ValueError(f"input transform {transform.name!r} works on 2x2 blocks: the image size must be even, got {size}")
-    base = spec.build(size // transform.factor, cfg.weights)
+    seen = cfg.crop_size or size  # the window the network sees
+    if seen > size:
+        raise ValueError(f"train.crop_size {seen} is larger than the image size {size}")
+    if transform.name != "pixels" and seen % 2:
+        raise ValueError(f"input transform {transform.name!r} works on 2x2 blocks: the size it sees must be even, "
+                         f"got {seen}")
+    base = spec.build(seen // transform.factor, cfg.weights)
 
     inputs = keras.Input((size, size, 3), name="image")
-    x = transform.build(inputs)  # what the network sees of the pixels (fakeface.model.inputs)
+    x = inputs
+    if cfg.crop_size:
+        # The centre window, cut, never resampled: training feeds random windows re-centred in the
+        # image (fakeface.data.pipeline.random_window), so this layer cuts exactly those.
+        x = layers.CenterCrop(seen, seen, name="center_crop")(x)
+    x = transform.build(x)  # what the network sees of the pixels (fakeface.model.inputs)
     x = apply_preprocessing(x, spec.scaling)
     # Pretrained BatchNorm statistics are kept (inference mode, always); a base trained from
     # scratch (weights: none) has no statistics worth keeping, so its BatchNorm trains as usual.
@@ -99,10 +108,13 @@ def unfreeze_top(base: keras.Model, n_layers: int, freeze_batchnorm: bool = True
     return trainable
 
 
-def input_transform_of(model: keras.Model) -> str:
-    """The input transform a saved model carries, read from its layers' names."""
+def input_transform_of(model: keras.Model) -> dict[str, Any]:
+    """What a saved model does to its input before the backbone, read from its layers: the input
+    transform's name and the centre window it cuts (None: the whole image)."""
     names = {layer.name for layer in model.layers}
-    return next((t.name for t in TRANSFORMS.values() if t.marker and t.marker in names), "pixels")
+    crop = next((layer for layer in model.layers if layer.name == "center_crop"), None)
+    return {"transform": next((t.name for t in TRANSFORMS.values() if t.marker and t.marker in names), "pixels"),
+            "crop": int(crop.height) if crop is not None else None}
 
 
 def probabilities_of_fake(predictions: Any) -> Any:

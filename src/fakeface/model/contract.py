@@ -30,15 +30,18 @@ MIN_RELIABLE_PER_CLASS = 100
 
 
 def make_contract(image_size: int, threshold: float, selection: dict[str, Any] | None = None,
-                  reference: dict[str, Any] | None = None, transform: str = "pixels") -> dict[str, Any]:
+                  reference: dict[str, Any] | None = None, front: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract of a detector taking ``image_size`` px images and cutting at ``threshold``.
 
     ``selection``: how the threshold was chosen (evaluate's ``threshold_selection``, with the
     valid split's class counts), from which its reliability follows. ``reference``: the p(fake)
     distribution on validation images (:func:`fakeface.analysis.drift.reference_distribution`),
-    what ``fakeface monitor`` holds served scores against. ``transform``: the input transform inside
-    the model (:mod:`fakeface.model.inputs`), named so a reader knows what the network sees.
+    what ``fakeface monitor`` holds served scores against. ``front``: what the model does to its
+    input before the backbone (:func:`fakeface.model.classifier.input_transform_of`: the input
+    transform, :mod:`fakeface.model.inputs`, and the centre window it cuts), named so a reader
+    knows what the network sees; both are layers inside the model, applied by every scorer.
     """
+    front = {"transform": "pixels", "crop": None, **(front or {})}
     selection = dict(selection or {})
     counts = selection.get("counts") or {}
     reliable = bool(counts) and min(counts.get(name, 0) for name in CLASS_NAMES) >= MIN_RELIABLE_PER_CLASS
@@ -54,7 +57,8 @@ def make_contract(image_size: int, threshold: float, selection: dict[str, Any] |
             "range": "0..255",
             "color_order": "RGB",
             "resize": "bilinear with antialias to the input size (only when the size differs)",
-            "transform": transform,
+            "transform": front["transform"],
+            "crop": front["crop"],
         },
         "preprocessing": "inside the model (its first layer scales the pixels for the backbone)",
         "threshold": float(threshold),

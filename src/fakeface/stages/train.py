@@ -337,7 +337,8 @@ def _datasets(
         "train": make_dataset(
             shards_dir, split, training=True, augment=params.augment, seed=params.seed,
             shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache,
-            cache_dir=(runtime or Runtime()).cache_dir, augment_on_device=augment_on_device, **common,
+            cache_dir=(runtime or Runtime()).cache_dir, augment_on_device=augment_on_device,
+            window=cfg.crop_size, **common,
         ),
     }
     if validation_split:
