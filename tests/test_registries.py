@@ -184,7 +184,7 @@ def test_registry_refuses_duplicates_and_undocumented_entries():
 def test_markdown_lists_defaults_bounds_and_descriptions():
     assert parameters(_Thing) == ["`enabled` = false", "`amount` = 1, in (0, 2], how much", "`label` = a"]
     table = augment_config.markdown_table()
-    assert "| 2 | `augment.crop` | `enabled` = false; `min_fraction` = 0.8, in (0, 1] | Random crop" in table
+    assert "| 3 | `augment.crop` | `enabled` = false; `min_fraction` = 0.8, in (0, 1] | Random crop" in table
     assert "`downscale_half` (factor=0.5)" in robustness_config.markdown_table()
 
 

@@ -108,6 +108,12 @@ class FlipConfig(Toggle):
     enabled: bool = True
 
 
+@register("rot90", seed_index=12)
+class Rot90Config(Toggle):
+    """Rotate by ``k`` quarter turns, ``k`` uniform in 0..3: a pixel move, exact, nothing resampled
+    (an image that is not square turns by 0 or 2 quarters)."""
+
+
 @register("crop", seed_index=1)
 class CropConfig(Toggle):
     """Random crop of ``f`` of each side, ``f ~ U[min_fraction, 1]``, at a random place, resized
@@ -189,7 +195,7 @@ class DownscaleConfig(Sometimes):
     min_factor: float = Field(0.5, gt=0, lt=1)
 
 
-# Last: as on the web, an image is resized and then re-compressed.
+# After the pixel changes: as on the web, an image is resized and then re-compressed.
 @register("jpeg", seed_index=11, host_only="JPEG coding (EncodeJpeg, DecodeJpeg) has CPU kernels only")
 class JpegConfig(Sometimes):
     """JPEG re-compression at a quality drawn uniformly from the integers ``min_quality..max_quality``."""
@@ -200,6 +206,16 @@ class JpegConfig(Sometimes):
     @model_validator(mode="after")
     def _ordered(self) -> JpegConfig:
         return _in_order(self, "min_quality", "max_quality")
+
+
+# After everything that changes pixels: a hidden patch, as the SAFE detector trains with, makes
+# the network look at the whole face instead of one telltale region.
+@register("mask", seed_index=13)
+class MaskConfig(Sometimes):
+    """Random patch masking: a square of ``f`` of the side, ``f ~ U[0, max_fraction]``, at a random
+    place, set to black."""
+
+    max_fraction: float = Field(0.25, gt=0, le=1)
 
 
 # --------------------------------------------------------------------------- the section
@@ -242,3 +258,4 @@ def markdown_table() -> str:
         for i, spec in enumerate(AUGMENTATIONS, start=1)
     ]
     return _table(("order", "key", "parameters (default, allowed)", "what it does", "GPU kernel"), rows)
+

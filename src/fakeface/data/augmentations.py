@@ -84,6 +84,16 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(image, seed)
 
 
+@OPS.register("rot90")
+def random_rot90(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Rotate by ``k`` quarter turns, ``k ~ U{0, 1, 2, 3}``; an image that is not square turns by
+    0 or 2 quarters only, so its shape is kept."""
+    turns = tf.random.stateless_uniform([], seed, minval=0, maxval=4, dtype=tf.int32)
+    square = tf.equal(tf.shape(image)[0], tf.shape(image)[1])
+    turns = tf.where(square, turns, 2 * (turns % 2))
+    return tf.ensure_shape(tf.image.rot90(image, turns), image.shape)
+
+
 @OPS.register("crop")
 def random_crop(image: tf.Tensor, seed: tf.Tensor, min_fraction: float) -> tf.Tensor:
     """A crop of ``f`` of each side, ``f ~ U[min_fraction, 1]``, at a random place, resized back.
@@ -260,6 +270,20 @@ def _clip(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+@OPS.register("mask")
+def random_mask(image: tf.Tensor, seed: tf.Tensor, max_fraction: float) -> tf.Tensor:
+    """A square of ``f`` of the side, ``f ~ U[0, max_fraction]``, at a random place, set to 0."""
+    s = _sub_seeds(seed, 3)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    fraction = tf.random.stateless_uniform([], s[0], minval=0.0, maxval=max_fraction)
+    side = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32))
+    top = tf.random.stateless_uniform([], s[1], minval=0, maxval=height - side + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], s[2], minval=0, maxval=width - side + 1, dtype=tf.int32)
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return tf.where(inside[:, :, None], tf.zeros_like(image), image)
+
+
 OPS.check_complete()  # every registered augmentation has its op, or this module fails to import
 
 
@@ -323,3 +347,4 @@ def only(cfg: AugmentConfig, name: str) -> AugmentConfig:
         for other in list_augmentations()
     }
     return cfg.model_copy(update=update)
+

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 #: Augmentations that only move pixels: exact on uint8, so they run before the float conversion.
-UINT8_AUGMENTATIONS = frozenset({"flip"})
+UINT8_AUGMENTATIONS = frozenset({"flip", "rot90"})
 #: The memory cache may take at most this share of the memory available when training starts.
 MEMORY_CACHE_SHARE = 0.5
 
