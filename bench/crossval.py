@@ -28,14 +28,11 @@ SAMPLE = ROOT.parent / "shared" / "data" / "faces-sample"
 
 
 def folds_of(manifest, k: int, seed: int) -> list[list[int]]:
-    """Row positions of each fold, stratified by label, seeded."""
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for label in ("real", "fake"):
-        rows = np.flatnonzero(manifest["label"].to_numpy() == label)
-        for i, position in enumerate(rng.permutation(rows)):
-            folds[i % k].append(int(position))
-    return folds
+    """Row positions of each fold: the ablation's folds (:func:`fakeface.ablation.folds.fold_of`)."""
+    from fakeface.ablation.folds import fold_of
+
+    assigned = fold_of(manifest["label"].to_numpy(), k, seed)
+    return [np.flatnonzero(assigned == fold).tolist() for fold in range(k)]
 
 
 def run_fold(params, manifest, folds, fold: int, work: Path) -> dict[str, Any]:

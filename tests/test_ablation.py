@@ -460,3 +460,36 @@ def test_a_killed_worker_trial_is_failed_and_run_again(synthetic_shards, mlflow_
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
     assert retried and retried[0].state == TrialState.COMPLETE
     assert summary["n_complete"] == 2
+
+
+def test_a_cross_validated_study_scores_each_trial_by_its_folds(synthetic_shards, mlflow_store, tmp_path, monkeypatch):
+    from fakeface.ablation.folds import fold_of
+    from fakeface.data.shards import read_index
+
+    monkeypatch.chdir(tmp_path)
+    storage = use_runtime(monkeypatch, tmp_path)
+    _, shards = synthetic_shards
+    params = ablation_params(search_space={"train.optimizer": ["adam", "sgd"]}, sampler="one-at-a-time", cv_folds=3)
+    summary = run_study(params, shards, out_dir=tmp_path / "report")
+    assert summary["n_complete"] == 2
+    study = load_study(storage, summary["study"])
+    index = read_index(shards)
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        folds = trial.user_attrs["cv_folds"]
+        assert len(folds) == 3 and trial.value == pytest.approx(sum(folds) / 3)
+        assert trial.user_attrs["valid_metrics"]["cv"]["sd"] >= 0
+    # the folds: every train + valid image in exactly one fold's valid split, no test image anywhere
+    folders = sorted((tmp_path / "trials" / summary["study"] / "folds").glob("cv-3folds-*/fold*"))
+    indexes = [read_index(folder) for folder in folders]
+    assert len(indexes) == 3 and all(entry["test"]["n"] == 0 for entry in indexes)
+    assert sum(entry["valid"]["n"] for entry in indexes) == index["train"]["n"] + index["valid"]["n"]
+    assert all(entry["valid"]["n"] + entry["train"]["n"] == index["train"]["n"] + index["valid"]["n"]
+               for entry in indexes)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Cross-validation" in report and "| # | configuration | mean | sd | min | max | per fold |" in report
+    labels = ["real"] * 10 + ["fake"] * 8
+    assigned = fold_of(labels, 3, seed=1)
+    assert (fold_of(labels, 3, seed=1) == assigned).all() and not (fold_of(labels, 3, seed=2) == assigned).all()
+    for label in ("real", "fake"):  # stratified: each class spread over the folds, off by one at most
+        counts = [sum(1 for f, lab in zip(assigned, labels) if f == k and lab == label) for k in range(3)]
+        assert max(counts) - min(counts) <= 1 and sum(counts) == labels.count(label)

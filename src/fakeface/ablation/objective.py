@@ -27,10 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fakeface import FakefaceError
+from fakeface.ablation.folds import fold_shards
 from fakeface.ablation.parent_run import parent_run
 from fakeface.analysis.metrics import classification_table
 from fakeface.ablation.space import CONFIG_PARAM, SPEC_ATTR, describe, suggest, trial_params
@@ -49,8 +51,10 @@ class ConfigurationTaken(FakefaceError):
     """Another worker started the same configuration at the same moment (this trial yields)."""
 
 
-def pruning_callback(trial: optuna.Trial, monitor: str, tags: dict[str, str]) -> Any:
-    """A Keras callback: reports ``monitor`` each epoch, raises ``TrialPruned`` when told to.
+def pruning_callback(trial: optuna.Trial, monitor: str, tags: dict[str, str], report: bool = True) -> Any:
+    """A Keras callback: reports ``monitor`` each epoch, raises ``TrialPruned`` when told to
+    (``report`` False: a cross-validated trial, whose folds each count epochs from 1, is not
+    pruned; the callback then only names and tags the fold's run).
 
     (``optuna_integration``'s Keras callbacks are not needed for this; the callback also captures
     the trial's MLflow run, opened by ``train.run``, and tags it.)
@@ -73,7 +77,7 @@ def pruning_callback(trial: optuna.Trial, monitor: str, tags: dict[str, str]) ->
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = (logs or {}).get(monitor)
-            if value is None:
+            if value is None or not report:
                 return
             step = epoch + 1  # train.run passes absolute epochs across its two phases
             trial.report(float(value), step)
@@ -188,23 +192,35 @@ class Objective:
             **({"ablation.factor": factor} if factor else {}),
             **({"optuna.retry_of": str(retry_of)} if retry_of is not None else {}),
         }
-        callback = pruning_callback(trial, self.spec["objective"], tags)
-        paths = TrainPaths(
-            shards=self.shards_dir, model=trial_dir / "model.keras", run_info=trial_dir / "run.json",
-            history=trial_dir / "history.csv", metrics=trial_dir / "train.json",
-        )
-        keras.backend.clear_session()
+        folds = int(self.spec.get("cv_folds") or 0)
+        if folds >= 2:  # each fold's shards: valid = the fold, train = the rest (fakeface.ablation.folds)
+            sources = [(shards, trial_dir / shards.name) for shards in fold_shards(
+                self.shards_dir, self.workdir / "folds", folds, self.base.seed, self.base.augment.shard_size)]
+        else:
+            sources = [(self.shards_dir, trial_dir)]
         log.info("trial %d: %s", trial.number, config or describe(overrides))
+        results, fold_metrics = [], []
         try:
-            with run_context(tags):
-                result = train.run(
-                    params, paths, Runtime(checkpoint_dir=trial_dir / "checkpoints"),
-                    extra_callbacks=[callback], parent_run_id=self.parent,
+            for index, (shards, folder) in enumerate(sources):
+                fold_tags = {**tags, **({"ablation.fold": f"{index + 1}/{folds}",
+                                         "mlflow.runName": f"{tags['mlflow.runName']} fold {index + 1}"}
+                                        if folds >= 2 else {})}
+                callback = pruning_callback(trial, self.spec["objective"], fold_tags, report=folds < 2)
+                current = folder
+                paths = TrainPaths(
+                    shards=shards, model=folder / "model.keras", run_info=folder / "run.json",
+                    history=folder / "history.csv", metrics=folder / "train.json",
                 )
-            metrics = validation_metrics(paths.model, self.shards_dir, params)
+                keras.backend.clear_session()
+                with run_context(fold_tags):
+                    results.append(train.run(
+                        params, paths, Runtime(checkpoint_dir=folder / "checkpoints"),
+                        extra_callbacks=[callback], parent_run_id=self.parent,
+                    ))
+                fold_metrics.append(validation_metrics(paths.model, shards, params))
         except optuna.TrialPruned:
             trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
-            self._end_child(callback.run_id or _run_id_from(trial_dir), "PRUNED", "KILLED",
+            self._end_child(callback.run_id or _run_id_from(current), "PRUNED", "KILLED",
                             {**tags, "optuna.pruned_at_epoch": str(callback.pruned_at)}, trial)
             raise
         except BaseException as error:
@@ -212,17 +228,24 @@ class Objective:
             trial.set_user_attr("error", message[:2000])
             status = "FAILED" if isinstance(error, Exception) else "KILLED"  # Ctrl-C: killed
             # (tags too: a trial that failed before fitting never reached the callback)
-            self._end_child(callback.run_id or _run_id_from(trial_dir), "FAIL", status,
+            self._end_child(callback.run_id or _run_id_from(current), "FAIL", status,
                             {**tags, "optuna.error": message[:500]}, trial)
             raise
         finally:
             shutil.rmtree(trial_dir, ignore_errors=True)
 
-        value = objective_value(metrics, self.spec["objective"])
+        values = [objective_value(metrics, self.spec["objective"]) for metrics in fold_metrics]
+        value = float(np.mean(values))
+        metrics = fold_metrics[0]
+        if folds >= 2:
+            metrics = {**metrics, "cv": {"folds": values, "mean": value, "sd": float(np.std(values)),
+                                         "min": min(values), "max": max(values)}}
+            trial.set_user_attr("cv_folds", values)
         trial.set_user_attr("valid_metrics", metrics)
-        trial.set_user_attr("mlflow_run_id", result.run_id)
-        trial.set_user_attr("epochs", result.epochs_run)
-        self._log_child(result.run_id, metrics, value)
+        trial.set_user_attr("mlflow_run_id", results[0].run_id)
+        trial.set_user_attr("epochs", sum(result.epochs_run for result in results))
+        for result, fold, fold_value in zip(results, fold_metrics, values):
+            self._log_child(result.run_id, fold, fold_value)
         return value
 
     def _check_not_taken(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import tempfile
 import time
 import warnings
@@ -178,6 +179,21 @@ def render_report(study: optuna.Study) -> tuple[str, dict[str, Any]]:
                 "| parameter | importance |", "|---|---:|"]
         out += [f"| `{k}` | {v:.3f} |" for k, v in imps.items()]
         out.append("")
+
+    folds = int(spec.get("cv_folds") or 0)
+    if folds >= 2:
+        out += ["## Cross-validation", "",
+                f"Each trial is scored by the mean {objective} over {folds} folds of the train + valid images "
+                "(stratified, seeded; the same folds for every trial). The spread says how much one split "
+                "would have decided by chance.", "",
+                "| # | configuration | mean | sd | min | max | per fold |", "|---:|---|---:|---:|---:|---:|---|"]
+        for trial in sorted((t for t in finished if "cv_folds" in t.user_attrs), key=lambda t: t.number):
+            values = trial.user_attrs["cv_folds"]
+            out.append(f"| {trial.number} | {_differences(trial_overrides(trial, spec), base)} | "
+                       f"{sum(values) / len(values):.4f} | {statistics.pstdev(values):.4f} | {min(values):.4f} | "
+                       f"{max(values):.4f} | {', '.join(f'{v:.3f}' for v in values)} |")
+        out.append("")
+        summary["cv_folds"] = {str(t.number): t.user_attrs["cv_folds"] for t in finished if "cv_folds" in t.user_attrs}
 
     out += ["## Trials", "", f"| # | state | configuration | {objective} | last report | epochs |",
             "|---:|---|---|---:|---|---:|"]
