@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 #: What ``auto`` resolves to on a GPU, forced.
 GPU_SETTINGS = {"mixed_precision": "on", "xla": "on", "deterministic": "off", "augment_on": "device"}
 #: The smallest input each recipe's backbone takes (no ImageNet download: random weights).
-RECIPE_SIZES = {"quickstart": 32, "cpu-faces": 32, "kaggle-xception": 71, "kaggle-efficientnet": 32}
+RECIPE_SIZES = {"quickstart": 32, "cpu-faces": 32, "cpu-faces-npr": 32, "kaggle-xception": 71, "kaggle-efficientnet": 32}
 
 
 class WhatKerasUsed:

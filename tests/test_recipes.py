@@ -14,7 +14,7 @@ GPU_RECIPES = {"kaggle-xception": 71, "kaggle-efficientnet": 32}  # the smallest
 
 
 def test_the_shipped_recipes_validate_and_say_what_they_are_for():
-    assert set(list_recipes()) == {"quickstart", "kaggle-xception", "kaggle-efficientnet", "cpu-faces"}
+    assert set(list_recipes()) == {"quickstart", "kaggle-xception", "kaggle-efficientnet", "cpu-faces", "cpu-faces-npr"}
     for name in list_recipes():
         recipe = load_recipe(name)
         assert recipe.description and recipe.purpose and recipe.cost, name
@@ -31,6 +31,10 @@ def test_real_data_recipes_train_robustly():
     seed_setup = load_recipe("kaggle-xception").params().train
     assert (seed_setup.backbone, seed_setup.weights, seed_setup.head_epochs > 0) == ("xception", "imagenet", True)
     assert load_recipe("quickstart").params() == load_params("params.yaml")  # the documented defaults
+    # the artifact-preserving recipe resamples nothing: no resize, blur, downscale or re-compression
+    npr = load_recipe("cpu-faces-npr").params()
+    assert (npr.train.backbone, npr.train.input_transform, npr.train.image_size) == ("nprnet", "npr", 256)
+    assert npr.augment.enabled() == ["flip"]
 
 
 def test_recipe_use_writes_params_yaml(tmp_path, monkeypatch, capsys):
@@ -46,7 +50,7 @@ def test_recipe_use_writes_params_yaml(tmp_path, monkeypatch, capsys):
     assert "unknown recipe 'no-such-recipe'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [*GPU_RECIPES, "cpu-faces"])
+@pytest.mark.parametrize("name", [*GPU_RECIPES, "cpu-faces", "cpu-faces-npr"])
 def test_each_recipes_model_takes_a_training_step(name):
     """The GPU recipes to one step at a small size with random weights (no ImageNet download, no
     GPU here); the CPU recipe at its real size."""
