@@ -129,28 +129,29 @@ def test_bomb_declaring_its_size_is_quarantined_without_a_byte_written(bomb_part
     assert written < 2 * MiB  # the JPEGs, the manifest, the report and the log: never the bomb
 
 
-def test_bomb_lying_about_its_size_is_cut_off_at_the_cap(bomb_parts, tmp_path):
-    """Both headers declare 1,000 bytes; zipfile alone would stop there, so ingest reads past the
-    declared size up to its own cap (a forged size must not decide) and cuts the stream there."""
+def test_bomb_lying_about_its_size_is_cut_off_past_what_it_declares(bomb_parts, tmp_path):
+    """Both headers declare 1,000 bytes; zipfile alone would stop there and only then fail the CRC,
+    so ingest reads past the declared size itself and cuts the stream one byte past it: a member
+    that holds more than it declares is a forged header, and the 3 GiB never reach the disk."""
     bomb = (BOMB_NAME, bomb_parts["stream"], 8, bomb_parts["crc"], 1000)
     archive = write_zip(tmp_path / "bomb.zip", [*bomb_parts["images"], bomb])
-    max_pixels = 10_000  # -> the cap of one member is 8 x 10,000 + 4 MiB = 4,274,304 bytes
-    cap = member_limit(max_pixels)
-    report, written, seconds = run_measured(archive, tmp_path, max_pixels=max_pixels)
-    print(f"\nlying bomb: cut off at {cap:,} bytes; {written:,} bytes written by ingest in {seconds:.2f} s")
+    report, written, seconds = run_measured(archive, tmp_path)
+    print(f"\nlying bomb: cut off at 1,001 bytes; {written:,} bytes written by ingest in {seconds:.2f} s")
 
     item = items(report)[BOMB_NAME]
     assert item["reason"] == "too_large", item
-    assert f"cut off at {cap:,} bytes" in item["detail"] and "declares 1,000 bytes" in item["detail"]
+    assert "cut off at 1,001 bytes" in item["detail"] and "declares 1,000 bytes" in item["detail"]
+    assert "forged size" in item["detail"]
     assert not (tmp_path / "raw" / "bomb" / "fake" / "huge.jpg").exists()
     assert_reconciled(report)
-    assert written < cap + 1 * MiB  # at most the cap, never the 3 GiB
+    assert written < 2 * MiB  # the JPEGs, the manifest, the report: never the 3 GiB
     assert folder_bytes(tmp_path / "raw") < 1 * MiB
 
 
 def test_the_archive_total_is_capped_too(bomb_parts, tmp_path):
     """data.max_archive_bytes: what the members declare is summed before extraction, and what
-    they write is counted while streaming; a lying member is cut where the total runs out."""
+    they write is counted while streaming; a member declaring past it is not extracted at all, and
+    a lying one is cut where its own header's size ends."""
     images = bomb_parts["images"]
     total_images = sum(len(data) for _, data, *_ in images)
     lying = (BOMB_NAME, bomb_parts["stream"], 8, bomb_parts["crc"], 1000)
@@ -162,7 +163,6 @@ def test_the_archive_total_is_capped_too(bomb_parts, tmp_path):
     assert found["real/big.jpg"]["reason"] == "too_large"
     assert "data.max_archive_bytes" in found["real/big.jpg"]["detail"]
     assert found[BOMB_NAME]["reason"] == "too_large" and "cut off" in found[BOMB_NAME]["detail"]
-    assert "data.max_archive_bytes" in found[BOMB_NAME]["detail"]
     assert report.seen == report.kept + report.quarantined == 22 and report.kept == 20
     assert written < limit + 1 * MiB
 
@@ -215,3 +215,44 @@ def test_source_inside_the_raw_folder_is_refused(tmp_path):
         ingest(DataConfig(source=str(tree)), 7, tmp_path / "raw", tmp_path / "m.csv", tmp_path / "r.json")
     assert tree.is_dir() and len(list(tree.rglob("*.jpg"))) == 4
     assert os.listdir(tmp_path) == ["raw"]
+
+
+def padding_zip(path: Path, images, count: int, lying: bool) -> Path:
+    """``images`` and ``count`` members of 20 MiB of zeros named fake/pad_NNN.jpg, deflated (each
+    about 20 KiB), declaring their size honestly or 1,000 bytes."""
+    stream, crc = deflated_zeros(20 * MiB)
+    pads = [(f"fake/pad_{k:03d}.jpg", stream, 8, crc, 1000 if lying else 20 * MiB) for k in range(count)]
+    return write_zip(path, [*images, *pads])
+
+
+@pytest.mark.parametrize("lying", [False, True])
+def test_members_that_compress_like_no_image_are_refused_by_their_ratio(bomb_parts, tmp_path, lying):
+    from fakeface.ingest.archives import MAX_RATIO
+
+    count = 40
+    archive = padding_zip(tmp_path / "pads.zip", bomb_parts["images"], count, lying)
+    report, written, seconds = run_measured(archive, tmp_path)
+    print(f"\n{count} pads of 20 MiB ({'lying' if lying else 'honest'} headers) in a {archive.stat().st_size:,} "
+          f"byte zip: {written:,} bytes written in {seconds:.2f} s")
+    found = items(report)
+    pads = [found[f"fake/pad_{k:03d}.jpg"] for k in range(count)]
+    assert all(item["reason"] == "too_large" for item in pads)
+    assert report.kept == 20 and report.seen == report.kept + report.quarantined == 20 + count
+    if lying:  # cut off one byte past what each declares, the partial file removed at once
+        assert all("forged size" in item["detail"] for item in pads)
+        assert written < 2 * MiB
+    else:  # refused from the central directory: not a byte of them written
+        assert all(f"image files do not compress past {MAX_RATIO}:1" in item["detail"] for item in pads)
+        assert written < 2 * MiB
+    assert folder_bytes(tmp_path / "raw") < 1 * MiB  # only the 20 small JPEGs stay
+
+
+def test_a_zip_of_real_faces_is_extracted_whole(shared_sample, tmp_path):
+    """JPEG members barely compress: none comes near the ratio guard."""
+    with zipfile.ZipFile(tmp_path / "faces.zip", "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(shared_sample.rglob("*.jpg")):
+            bundle.write(path, path.relative_to(shared_sample).as_posix())
+    report, _, _ = run_measured(tmp_path / "faces.zip", tmp_path)
+    faces = len(list(shared_sample.rglob("*.jpg")))
+    assert report.seen == faces and "too_large" not in report.by_reason
+    assert report.kept + report.by_reason.get("duplicate", 0) == faces

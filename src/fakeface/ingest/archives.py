@@ -15,7 +15,16 @@ looks at them. :func:`extract_zip` refuses each of these *before or while* writi
   written; a member is then streamed with that cap and cut off the moment its output passes it,
   whatever its header says (a forged size field is exactly what a bomb would use), its partial
   file removed: ``too_large`` again, with the sizes in the detail. A member whose output
-  disagrees with its declared size is ``corrupt``.
+  disagrees with its declared size is ``corrupt``;
+* the compression ratio: image files barely compress (JPEG, PNG and WebP are compressed already:
+  about 1:1 in a zip; an uncompressed BMP, TIFF or PPM photo a few to one), while a bomb is a
+  long run of one byte (zeros deflate about 1,000:1). Past :data:`RATIO_ALLOWANCE` (4 MiB) a
+  member may unpack to at most :data:`MAX_RATIO` (200) times its compressed size
+  (:func:`ratio_limit`): one that declares more is ``too_large`` before a byte is written, one
+  that lies is cut off there while streaming. So 205 members of 20 MiB of zeros named
+  ``fake/pad_NNN.jpg`` in a 4.4 MiB zip write nothing, where the size caps alone (each member under
+  the per-image limit, the sum under the archive's) let them write 4 GiB before any check saw them.
+  A member that unpacks to more than it declares is cut off one byte past its declared size.
 
 Every refused member is an :class:`~fakeface.ingest.entries.Entry` of the source, so the stage's
 ``seen == kept + quarantined`` still holds. Before writing, the sum of the sizes to extract is
@@ -46,6 +55,11 @@ logger = logging.getLogger(__name__)
 BYTES_PER_PIXEL = 8
 #: Room for what an image file holds besides pixels: EXIF, ICC profiles, XMP, thumbnails.
 METADATA_ALLOWANCE = 4 << 20
+#: The most bytes a member may unpack to per compressed byte, past :data:`RATIO_ALLOWANCE`.
+MAX_RATIO = 200
+#: What any member may unpack to whatever its ratio (a small flat-colour BMP deflates far better
+#: than 200:1 and is still an image).
+RATIO_ALLOWANCE = 4 << 20
 #: Bytes copied per read while streaming a member (also the most memory extraction holds).
 CHUNK = 1 << 20
 #: Suffixes of archive and compressed-stream formats: such members are never extracted.
@@ -58,6 +72,11 @@ def member_limit(max_pixels: int) -> int:
     """The most bytes any one member may unpack to: an uncompressed 4-channel 16-bit image of
     ``max_pixels`` pixels plus :data:`METADATA_ALLOWANCE` (324 MB, 309 MiB, at the default 40 MP)."""
     return BYTES_PER_PIXEL * max_pixels + METADATA_ALLOWANCE
+
+
+def ratio_limit(compressed: int) -> int:
+    """The most bytes a member of ``compressed`` bytes may unpack to (see the module doc)."""
+    return max(RATIO_ALLOWANCE, MAX_RATIO * compressed)
 
 
 def unsafe_member(name: str) -> str | None:
@@ -140,6 +159,12 @@ class _Plan:
                         f"({_size(member.compress_size)} compressed), more than any image of "
                         f"data.max_pixels={self.max_pixels:,} needs ({_size(self.per_member)}); not extracted")
             return
+        if member.file_size > ratio_limit(member.compress_size):
+            self.refuse(member, "too_large", f"declares {_size(member.file_size)} uncompressed from "
+                        f"{_size(member.compress_size)} compressed, a ratio of "
+                        f"{member.file_size / max(member.compress_size, 1):,.0f}:1; image files do not "
+                        f"compress past {MAX_RATIO}:1 (beyond the first {_size(RATIO_ALLOWANCE)}); not extracted")
+            return
         if self.declared + member.file_size > self.max_total:
             self.refuse(member, "too_large", f"declares {_size(member.file_size)}; with the "
                         f"{_size(self.declared)} before it the archive would pass "
@@ -165,7 +190,10 @@ def _extract_member(bundle: zipfile.ZipFile, plan: _Plan, member: zipfile.ZipInf
                     written_total: int) -> int | Entry:
     """Extract one member with its cap: the bytes written, or the quarantine entry."""
     label = plan.label(member)
-    cap = min(plan.per_member, plan.max_total - written_total)
+    by_ratio = ratio_limit(member.compress_size)
+    # One byte past what the member declares is already a lie: a forged size field is what a bomb
+    # uses, so it is cut there rather than at the larger caps (its partial file removed).
+    cap = min(plan.per_member, plan.max_total - written_total, by_ratio, member.file_size + 1)
     # zipfile stops a member at its declared size (and then fails its CRC); a copy of its header
     # declaring more than the cap plus one read makes our cap, not the header, decide where a
     # lying member is cut off.
@@ -181,7 +209,9 @@ def _extract_member(bundle: zipfile.ZipFile, plan: _Plan, member: zipfile.ZipInf
         detail = f"cannot extract: {type(error).__name__}: {error}"
         return Entry(label, label, reason="corrupt", detail=detail)
     if written is None:
-        which = ("an image of data.max_pixels" if cap == plan.per_member
+        which = ("its own header (a forged size)" if cap == member.file_size + 1
+                 else "an image of data.max_pixels" if cap == plan.per_member
+                 else f"a compression ratio of {MAX_RATIO}:1" if cap == by_ratio
                  else f"data.max_archive_bytes={plan.max_total:,} ({_size(written_total)} written before it)")
         detail = (f"unpacks to more than {_size(cap)}, the most {which} allows (it declares "
                   f"{_size(member.file_size)}, {_size(member.compress_size)} compressed); "
