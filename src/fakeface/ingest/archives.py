@@ -203,8 +203,12 @@ def _extract_member(bundle: zipfile.ZipFile, plan: _Plan, member: zipfile.ZipInf
     try:
         with bundle.open(probe) as reader:
             written = copy_capped(reader, destination, cap)
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as error:
-        # a bad CRC, an encrypted or unsupported member: that file, not the whole archive
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error, OSError) as error:
+        # a bad CRC, an encrypted or unsupported member, a header pointing outside the archive
+        # (the seek fails with EINVAL): that file, not the whole archive. A full disk is not the
+        # member's fault: it stops the stage.
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
         destination.unlink(missing_ok=True)
         detail = f"cannot extract: {type(error).__name__}: {error}"
         return Entry(label, label, reason="corrupt", detail=detail)
@@ -246,7 +250,7 @@ def extract_zip(archive: Path, target: Path, max_pixels: int, max_total: int) ->
                 else:
                     written_total += outcome
                     extracted += 1
-    except zipfile.BadZipFile as error:
+    except (zipfile.BadZipFile, NotImplementedError) as error:  # (a zip version zipfile does not read)
         raise IngestError(f"{archive}: not a readable zip archive ({error})") from error
     logger.info(
         "ingest: extracted %d files (%s) from %s into %s (%d refused)",
