@@ -208,3 +208,21 @@ def test_any_request_gets_rows_or_a_4xx(served_app, body):
         assert all((row["p_fake"] is None) == bool(row["error"]) for row in rows)
     else:
         assert parsed.get("message"), parsed
+
+
+def test_the_request_limits_are_settings_with_clear_answers(tiny_model, tmp_path):
+    from fakeface.inference.served_model import request_body
+    from fakeface.inference.server import apply_limits, build_app, load_served_model
+    from fakeface.model.contract import make_contract, write_model_with_contract
+
+    model, _, _ = tiny_model
+    detector = write_model_with_contract(model, tmp_path / "detector.keras", make_contract(32, 0.5))
+    app = build_app(apply_limits(load_served_model(str(detector), tmp_path), max_images=2, max_image_mb=0.001),
+                    1 << 20)
+    small, large = REAL_FILES[1], REAL_FILES[4]  # a 33 x 17 PNG and a 600 x 1 PNG
+    status, answer = post(app, json.dumps(request_body([small] * 3)).encode())
+    assert status == 400 and "3 images in one request, at most 2" in json.loads(answer)["message"]
+    status, answer = post(app, json.dumps(request_body([large])).encode())
+    row = json.loads(answer)["predictions"][0]
+    assert status == 200 and row["error"].startswith("too_large") and row["p_fake"] is None
+    assert len(large) > 1048  # the limit above is 1,048 bytes

@@ -317,3 +317,8 @@ def test_serve_and_deploy_argument_errors_exit_2(tmp_path, caplog):
     assert main(["--params", "none.yaml", "deploy", "kserve", "--model", "runs:/abc/model"]) == 2
     assert "models:/<name>@<alias>" in caplog.text
 
+    for option, value, words in (("--max-images", "0", "--max-images must be 1..4096"),
+                                 ("--max-image-mb", "50", "--max-image-mb must be in (0, --max-request-mb=20]"),
+                                 ("--max-concurrency", "0", "--max-concurrency must be at least 1")):
+        assert main(["--params", "none.yaml", "serve", "--model", str(tmp_path / "nope.keras"), option, value]) == 2
+        assert words in caplog.text

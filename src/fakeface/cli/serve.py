@@ -22,7 +22,8 @@ def _serve(args: argparse.Namespace, params: Params) -> None:
 
     serve(_model(args, params), host=args.host, port=args.port, max_request_mb=args.max_request_mb,
           timeout_s=args.timeout, max_pixels=params.data.max_pixels, prediction_log=args.prediction_log,
-          prediction_log_max_mb=args.prediction_log_max_mb)
+          prediction_log_max_mb=args.prediction_log_max_mb, max_images=args.max_images,
+          max_image_mb=args.max_image_mb, max_concurrency=args.max_concurrency)
 
 
 def _deploy_kserve(args: argparse.Namespace, params: Params) -> None:
@@ -80,6 +81,11 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
                    help="seconds a request may take before 504 (MLflow's MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT; "
                         "default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=None, help="images a request may hold (default: 64)")
+    p.add_argument("--max-image-mb", type=float, default=None,
+                   help="encoded size of one image; a larger one gets a too_large row (default: 8)")
+    p.add_argument("--max-concurrency", type=int, default=None,
+                   help="requests handled at once; more are answered 503 at once (default: no limit)")
     p.add_argument("--prediction-log", default=None, metavar="FOLDER|s3://BUCKET/PREFIX",
                    help="append one JSON record per scored image (time, model version, p(fake), label, sha256, "
                         "size; never the image) for fakeface monitor (default: off)")

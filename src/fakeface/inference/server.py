@@ -189,6 +189,17 @@ def load_served_model(spec: str, workdir: Path, max_pixels: int = 40_000_000) ->
     return model
 
 
+def apply_limits(model: Any, max_images: int | None = None, max_image_mb: float | None = None) -> Any:
+    """``model`` with the image-in model's per-request image count and per-image size set (None:
+    the model's own)."""
+    image_model = model.unwrap_python_model()
+    if max_images is not None:
+        image_model.max_images = max_images
+    if max_image_mb is not None:
+        image_model.max_image_bytes = int(max_image_mb * 1024 * 1024)
+    return model
+
+
 def build_app(model: Any, max_request_bytes: int, prediction_log: Any = None) -> Any:
     """MLflow's scoring app for ``model`` behind :class:`RequestGuard`, with Prometheus metrics on
     ``/metrics`` and, when given, the prediction log (:mod:`fakeface.inference.observe`)."""
@@ -211,8 +222,15 @@ def build_app(model: Any, max_request_bytes: int, prediction_log: Any = None) ->
 def serve(spec: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           max_request_mb: float = DEFAULT_MAX_REQUEST_MB, timeout_s: int = DEFAULT_TIMEOUT_S,
           max_pixels: int = 40_000_000, prediction_log: str | None = None,
-          prediction_log_max_mb: float = 512.0) -> None:
-    """Serve ``spec`` until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
+          prediction_log_max_mb: float = 512.0, max_images: int | None = None, max_image_mb: float | None = None,
+          max_concurrency: int | None = None) -> None:
+    """Serve ``spec`` until interrupted (Ctrl-C or SIGTERM stop it cleanly).
+
+    ``max_images`` and ``max_image_mb``: the most images a request may hold and the most encoded
+    bytes one image may have (default: the model's, 64 and 8 MB); ``max_concurrency``: requests
+    handled at once, the rest answered 503 at once (uvicorn's ``limit_concurrency``; default: no
+    limit), so a crowd of slow clients cannot make the server hold an unbounded number of bodies.
+    """
     import uvicorn
 
     from fakeface.inference.prediction_log import PredictionLog
@@ -221,15 +239,22 @@ def serve(spec: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
         raise FakefaceError(f"--max-request-mb must be in (0, 1024], got {max_request_mb}")
     if not 0 <= port <= 65535:
         raise FakefaceError(f"--port must be 0..65535, got {port}")
+    if max_images is not None and not 1 <= max_images <= 4096:
+        raise FakefaceError(f"--max-images must be 1..4096, got {max_images}")
+    if max_image_mb is not None and not 0 < max_image_mb <= max_request_mb:
+        raise FakefaceError(f"--max-image-mb must be in (0, --max-request-mb={max_request_mb:g}], got {max_image_mb}")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise FakefaceError(f"--max-concurrency must be at least 1, got {max_concurrency}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who reaches it can use the model (there is no authentication)", host)
     # MLflow's own request timeout (answered 504), read when its app is built
     os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout_s)
     with tempfile.TemporaryDirectory(prefix="fakeface-serve-") as workdir:
-        model = load_served_model(spec, Path(workdir), max_pixels)
+        model = apply_limits(load_served_model(spec, Path(workdir), max_pixels), max_images, max_image_mb)
         log_writer = PredictionLog(prediction_log, int(prediction_log_max_mb * 1024 * 1024)) if prediction_log else None
         app = build_app(model, int(max_request_mb * 1024 * 1024), log_writer)
         if log_writer is not None:
             log.info("logging every scored image (p(fake), label, sha256, size; never the image) to %s", prediction_log)
         log.info("serving %s on http://%s:%d/invocations (limit %.0f MB a request)", spec, host, port, max_request_mb)
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
+                    limit_concurrency=max_concurrency)
