@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from asgi import post
+from test_ingest_archives import stored, zip_bytes
 
 settings.register_profile("ci", max_examples=150, derandomize=True, deadline=5000,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -123,9 +124,11 @@ def mangled_zips(draw) -> bytes:
     return bytes(data)
 
 
-# Found by the long run: a central directory asking for zip version 6.4 (zipfile raised
-# NotImplementedError from the constructor), and a member whose header offset points past the
-# archive (the seek raised OSError EINVAL): both escaped as tracebacks.
+# Found by the long runs, each a traceback out of the zip reader before its fix: a central
+# directory asking for zip version 6.4 (zipfile raised NotImplementedError from its constructor),
+# a member whose header offset points past the archive (the seek raised OSError EINVAL), a name
+# starting with a NUL byte (zipfile cuts it to "", whose is_dir() raised IndexError), and names
+# that clash once cut at a NUL (a file where another member's folder is: IsADirectoryError).
 @given(mangled_zips())
 @example(b"PK\x03\x04\x14\x00\x00\x00\x08\x00f\x87\x86]\xe2\x90\xd9\xa8\x08\x00\x00\x00\x06\x00\x00\x00\x10\x00"
          b"\x00\x00real/../../c.jpgc````d\x00\x00PK\x01\x02\x14\x03@\x00\x00\x00\x08\x00f\x87\x86]\xe2\x90\xd9\xa8"
@@ -135,6 +138,9 @@ def mangled_zips(draw) -> bytes:
          b"\x00\x00real/a.jpg\x03\x00PK\x01\x02\x14\x03\x14\x00\x00\x00\x08\x00f\x87\x86]\x00\x00\x00\x00\x02\x00"
          b"\x00\x00\x00\x00\x00\x00\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\x01\x00\x00\x00\x00real/a.jpg"
          b"PK\x05\x06\x00\x00\x00\x00\x01\x00\x01\x008\x00\x00\x00*\x01\x00\x00\x00\x00")
+@example(zip_bytes([stored("\x00a.jpg", b"x")]))  # a name that starts with NUL: zipfile makes it empty (is_dir failed)
+@example(zip_bytes([stored("real/a.jpg", b"x"), stored("real\x00b.jpg", b"y")]))  # "real", a file where a folder is
+@example(zip_bytes([stored("real\x00b.jpg", b"y"), stored("real/a.jpg", b"x")]))  # ... and a folder where a file is
 def test_extracting_any_zip_gives_files_or_reasons(tmp_path_factory, archive):
     from fakeface.ingest.archives import extract_zip
     from fakeface.ingest.entries import Entry, IngestError

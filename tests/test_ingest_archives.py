@@ -45,9 +45,10 @@ def deflated_zeros(size: int) -> tuple[bytes, int]:
     return stream, crc
 
 
-def write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Path:
+def zip_bytes(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
     """A zip from (name, stored bytes, method, crc, declared uncompressed size) members, headers
-    written by hand so a test can declare any size it likes in both the local and central headers."""
+    written by hand so a test can declare any size (and any name) it likes in both the local and
+    central headers."""
     out, central = io.BytesIO(), io.BytesIO()
     for name, data, method, crc, declared in members:
         encoded = name.encode()
@@ -60,7 +61,11 @@ def write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Pa
     out.write(central.getvalue())
     out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central.getvalue()),
                           directory, 0))
-    path.write_bytes(out.getvalue())
+    return out.getvalue()
+
+
+def write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Path:
+    path.write_bytes(zip_bytes(members))
     return path
 
 

@@ -135,6 +135,9 @@ class _Plan:
         self.refused.append(Entry(self.label(member), self.label(member), reason=reason, detail=detail))
 
     def add(self, member: zipfile.ZipInfo) -> None:
+        if not member.filename:  # zipfile cuts a name at its first NUL byte: one that starts with it is empty
+            self.refuse(member, "corrupt", "a member without a name (it starts with a NUL byte); not extracted")
+            return
         why = unsafe_member(member.filename)
         if why is None and stat.S_ISLNK(member.external_attr >> 16):
             why = "symbolic link member"
@@ -199,8 +202,10 @@ def _extract_member(bundle: zipfile.ZipFile, plan: _Plan, member: zipfile.ZipInf
     # lying member is cut off.
     probe = copy.copy(member)
     probe.file_size = cap + CHUNK + 1
-    destination.parent.mkdir(parents=True, exist_ok=True)
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder of that name came from another member", str(destination))
         with bundle.open(probe) as reader:
             written = copy_capped(reader, destination, cap)
     except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error, OSError) as error:
@@ -209,7 +214,8 @@ def _extract_member(bundle: zipfile.ZipFile, plan: _Plan, member: zipfile.ZipInf
         # member's fault: it stops the stage.
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        destination.unlink(missing_ok=True)
+        if destination.is_file():  # (a name clashing with another member's folder is no file of ours)
+            destination.unlink()
         detail = f"cannot extract: {type(error).__name__}: {error}"
         return Entry(label, label, reason="corrupt", detail=detail)
     if written is None:
