@@ -128,7 +128,8 @@ def mangled_zips(draw) -> bytes:
 # directory asking for zip version 6.4 (zipfile raised NotImplementedError from its constructor),
 # a member whose header offset points past the archive (the seek raised OSError EINVAL), a name
 # starting with a NUL byte (zipfile cuts it to "", whose is_dir() raised IndexError), and names
-# that clash once cut at a NUL (a file where another member's folder is: IsADirectoryError).
+# that clash once cut at a NUL (a file where another member's folder is: IsADirectoryError); and
+# (atheris) a name flagged UTF-8 that is not (UnicodeDecodeError from zipfile's constructor).
 @given(mangled_zips())
 @example(b"PK\x03\x04\x14\x00\x00\x00\x08\x00f\x87\x86]\xe2\x90\xd9\xa8\x08\x00\x00\x00\x06\x00\x00\x00\x10\x00"
          b"\x00\x00real/../../c.jpgc````d\x00\x00PK\x01\x02\x14\x03@\x00\x00\x00\x08\x00f\x87\x86]\xe2\x90\xd9\xa8"
@@ -138,6 +139,7 @@ def mangled_zips(draw) -> bytes:
          b"\x00\x00real/a.jpg\x03\x00PK\x01\x02\x14\x03\x14\x00\x00\x00\x08\x00f\x87\x86]\x00\x00\x00\x00\x02\x00"
          b"\x00\x00\x00\x00\x00\x00\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\x01\x00\x00\x00\x00real/a.jpg"
          b"PK\x05\x06\x00\x00\x00\x00\x01\x00\x01\x008\x00\x00\x00*\x01\x00\x00\x00\x00")
+@example(base64.b64decode("ilBLAQJQSwX9/09LBQYAenp6elp6enp6enp6enp6enp6LXp6fVp6rwwAACMAAP/4UEsFBgAAAAoGLy8vLwAAAAAAAAIAAAAK"))
 @example(zip_bytes([stored("\x00a.jpg", b"x")]))  # a name that starts with NUL: zipfile makes it empty (is_dir failed)
 @example(zip_bytes([stored("real/a.jpg", b"x"), stored("real\x00b.jpg", b"y")]))  # "real", a file where a folder is
 @example(zip_bytes([stored("real\x00b.jpg", b"y"), stored("real/a.jpg", b"x")]))  # ... and a folder where a file is

@@ -244,7 +244,13 @@ def extract_zip(archive: Path, target: Path, max_pixels: int, max_total: int) ->
     plan = _Plan(archive, target, max_pixels, max_total)
     written_total = extracted = 0
     try:
-        with zipfile.ZipFile(archive) as bundle:
+        bundle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as error:
+        # what zipfile raises reading a broken central directory: a bad signature, a zip version
+        # it does not read, a name flagged UTF-8 that is not (UnicodeDecodeError), a bad offset
+        raise IngestError(f"{archive}: not a readable zip archive ({type(error).__name__}: {error})") from None
+    try:
+        with bundle:
             for member in bundle.infolist():
                 plan.add(member)
             _check_free_space(plan)
@@ -256,7 +262,7 @@ def extract_zip(archive: Path, target: Path, max_pixels: int, max_total: int) ->
                 else:
                     written_total += outcome
                     extracted += 1
-    except (zipfile.BadZipFile, NotImplementedError) as error:  # (a zip version zipfile does not read)
+    except zipfile.BadZipFile as error:
         raise IngestError(f"{archive}: not a readable zip archive ({error})") from error
     logger.info(
         "ingest: extracted %d files (%s) from %s into %s (%d refused)",
