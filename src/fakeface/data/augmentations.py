@@ -91,7 +91,9 @@ def random_rot90(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     turns = tf.random.stateless_uniform([], seed, minval=0, maxval=4, dtype=tf.int32)
     square = tf.equal(tf.shape(image)[0], tf.shape(image)[1])
     turns = tf.where(square, turns, 2 * (turns % 2))
-    return tf.ensure_shape(tf.image.rot90(image, turns), image.shape)
+    rotated = tf.image.rot90(image, turns)
+    rotated.set_shape(image.shape)  # static shape only: no op (EnsureShape has no GPU kernel)
+    return rotated
 
 
 @OPS.register("crop")

@@ -74,6 +74,8 @@ class ImageObserver:
     def __init__(self, metrics: ServingMetrics, prediction_log: PredictionLog | None = None) -> None:
         self.metrics = metrics
         self.prediction_log = prediction_log
+        #: Whether the image-in model should hash each image for it (only the log keeps digests).
+        self.wants_digest = prediction_log is not None
 
     def __call__(self, records: list[dict[str, Any]]) -> None:
         m = self.metrics

@@ -188,8 +188,9 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         for index, cell in enumerate(cells):
             try:
                 data = image_bytes(cell, self.max_image_bytes)
-                if self.observers:
-                    digests[index] = (hashlib.sha256(data).hexdigest(), len(data))
+                if self.observers:  # what the prediction log keeps; hashed only when one is kept
+                    digest = hashlib.sha256(data).hexdigest() if any(o.wants_digest for o in self.observers) else ""
+                    digests[index] = (digest, len(data))
                 arrays.append(decode_bytes(data, self.loaded.image_size, self.max_pixels))
                 members.append(index)
             except InputError as error:

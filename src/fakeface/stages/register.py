@@ -48,9 +48,9 @@ class Registration:
 
 @contextmanager
 def _mlflow_keras_example_fix() -> Iterator[None]:
-    """Work around mlflow/mlflow#16183 (open in MLflow 3.17): ``mlflow.keras.log_model`` writes
-    the input example into the model folder before creating that folder. Creating it first is
-    what the upstream fix does; ``exist_ok`` keeps this harmless once MLflow fixes it."""
+    """Work around a bug of MLflow's keras flavor (still in MLflow 3.17): ``mlflow.keras.log_model``
+    writes the input example into the model folder before creating that folder. Creating it first
+    is what MLflow's own fix does; ``exist_ok`` keeps this harmless once a release has it."""
     import mlflow.keras.save as keras_save
 
     original = keras_save._save_example
