@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, port_free, small_params
+from conftest import ROOT, port_free, small_params, write_scoring_images
 from fakeface import FakefaceError, stack
 from fakeface.stack import mlflow_server
 from fakeface.stack.process import how_it_ended, spawn, stop, wait_until, write_state
@@ -418,6 +418,44 @@ def test_wrong_s3_key_is_rejected_with_a_clear_error(running_stack):
     assert raw.value.response["Error"]["Code"] in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
     for error in (str(caught.value),):
         assert creds.secret_access_key not in error and "not-the-secret" not in error
+
+
+@pytest.mark.slow
+def test_the_prediction_log_and_batch_scoring_use_an_s3_prefix(running_stack, tiny_model, tmp_path, monkeypatch):
+    """The served model's log written to and read back from the stack's S3, and a batch share
+    listed and scored from an S3 prefix (keys and endpoint from the environment, as on a cluster)."""
+    from fakeface.inference.batch import list_inputs, merge, score_share
+    from fakeface.inference.prediction_log import PredictionLog, read_records
+    from fakeface.model.contract import make_contract, write_model_with_contract
+
+    cfg, creds, _ = running_stack
+    for name, value in creds.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cfg.s3_endpoint)
+    target = f"s3://{cfg.bucket}/predictions"
+    writer = PredictionLog(target)
+    first = [{"time": "2026-12-06T10:00:00.000Z", "model_version": "3", "p_fake": 0.9, "label": "fake", "error": "",
+              "sha256": "a" * 64, "bytes": 10}]
+    second = [{**first[0], "time": "2026-12-06T10:00:01.000Z", "p_fake": 0.2, "label": "real", "sha256": "b" * 64},
+              {**first[0], "p_fake": None, "label": "", "error": "not_an_image", "sha256": "c" * 64}]
+    assert writer.write(first) == 1 and writer.write(second) == 2  # one object a request
+    records, broken = read_records(target, model_version="3")
+    assert [r["sha256"][0] for r in records] == ["a", "b"] and broken == 0  # the unscored one is no score
+
+    model, shards, _ = tiny_model
+    detector = write_model_with_contract(model, tmp_path / "detector.keras", make_contract(32, 0.5))
+    s3 = stack.s3_client(cfg.s3_endpoint, creds)
+    folder = tmp_path / "incoming"
+    write_scoring_images(shards, folder)
+    (folder / "e_notes.txt").write_text("not an image")
+    for path in sorted(folder.iterdir()):
+        s3.put_object(Bucket=cfg.bucket, Key=f"incoming/{path.name}", Body=path.read_bytes())
+    items = list_inputs(f"s3://{cfg.bucket}/incoming")
+    assert items == [f"s3://{cfg.bucket}/incoming/{path.name}" for path in sorted(folder.iterdir())]
+    frame = score_share(items, str(detector), tmp_path / "share.csv")
+    table, summary = merge([tmp_path / "share.csv"], {"shares": [items]})
+    assert list(table["path"]) == items and (summary["scored"], summary["failed"]) == (4, 1)
+    assert frame.loc[frame["path"].str.endswith("e_notes.txt"), "error"].str.startswith("not_an_image").all()
 
 
 @pytest.mark.slow
