@@ -5,7 +5,8 @@ the config models: do not edit; change those and regenerate (a test compares).
 
 Each component takes, as typed parameters, the params leaves its step reads (see
 :mod:`fakeface.components.parameters`), and calls its step (:mod:`fakeface.components.steps`,
-:mod:`fakeface.components.ablation_steps`) with them validated and with its artifacts.
+:mod:`~fakeface.components.ablation_steps` or :mod:`~fakeface.components.batch_steps`) with them
+validated and with its artifacts.
 No ``from __future__ import annotations`` here: KFP reads the annotations as types.
 """
 
