@@ -342,6 +342,26 @@ def test_channel_shift_adds_one_bounded_offset_per_channel():
     assert np.abs(offsets[:, 0] - offsets[:, 1]).max() > 5  # channels move independently
 
 
+def test_color_jitter_scales_brightness_and_saturation_within_bounds_and_turns_the_hue():
+    image = noise(low=60, high=160, seed=4)  # no clipping at +-10%
+    gray = np.repeat(image[..., :1], 3, axis=2)
+    cfg = config(color_jitter={"brightness": 0.1, "contrast": 0.0, "saturation": 0.3, "hue": 0.0})
+    ratios, spreads = [], []
+    for seed in SEEDS[:20]:
+        out = run(image, seed, cfg)
+        ratios.append(run(gray, seed, cfg).mean() / gray.mean())  # a grey image has no saturation to scale
+        spreads.append((out.max(axis=2) - out.min(axis=2)).mean() / (image.max(axis=2) - image.min(axis=2)).mean())
+    ratios, spreads = np.array(ratios), np.array(spreads)
+    assert np.all(np.abs(ratios - 1) <= 0.1 + 1e-3) and ratios.min() < 0.97 and ratios.max() > 1.03
+    assert spreads.min() < 0.85 and spreads.max() > 1.1  # the saturation moves both ways
+    hue_only = config(color_jitter={"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.5})
+    red = np.zeros((8, 8, 3), np.float32)
+    red[..., 0] = 200.0
+    turned = {tuple(np.round(run(red, seed, hue_only)[0, 0] / 40).astype(int)) for seed in SEEDS[:20]}
+    assert len(turned) > 3  # red turned to other hues
+    assert np.allclose(run(gray, SEEDS[0], hue_only), gray, atol=0.5)  # grey has no hue to turn
+
+
 def _step(size=48) -> np.ndarray:
     image = np.full((size, size, 3), 80.0, np.float32)
     image[:, size // 2 :] = 170.0

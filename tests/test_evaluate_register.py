@@ -31,6 +31,19 @@ def test_metrics_on_a_hand_checked_example():
     assert moved["auc"] == result["auc"]
 
 
+def test_detection_rates_report_each_class_apart_as_papers_do():
+    from fakeface.analysis.metrics import detection_rates
+
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    p_fake = np.array([0.1, 0.2, 0.7, 0.8, 0.9, 0.6])
+    rates = detection_rates(labels, p_fake, 0.5)
+    assert rates["real_acc"] == 0.5 and rates["fake_acc"] == 1.0 and rates["mean_acc"] == 0.75
+    assert rates["auc"] == pytest.approx(6 / 8)  # 6 of the 8 real/fake pairs ranked right
+    assert rates["ap"] == pytest.approx((1 / 1 + 2 / 4) / 2)  # precision 1 at recall 0.5, 2/4 at recall 1
+    everything_fake = detection_rates(labels, p_fake, 0.0)
+    assert (everything_fake["real_acc"], everything_fake["fake_acc"], everything_fake["mean_acc"]) == (0.0, 1.0, 0.5)
+
+
 def test_single_class_test_split_is_a_clear_error():
     with pytest.raises(ValueError, match="single class"):
         compute_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)

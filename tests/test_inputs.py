@@ -64,26 +64,27 @@ def test_the_transform_stays_fixed_while_the_network_trains(transform, marker):
     assert all(np.array_equal(a, b) for a, b in zip(kernel, model.get_layer(marker).get_weights()))
 
 
-@pytest.mark.parametrize("transform", ["npr", "highpass"])
-def test_a_transformed_model_saves_loads_and_serves_with_identical_scores(transform, tmp_path):
+@pytest.mark.parametrize(("transform", "crop", "test_crops"), [("npr", None, 1), ("highpass", None, 1), ("npr", 48, 5)])
+def test_a_transformed_model_saves_loads_and_serves_with_identical_scores(transform, crop, test_crops, tmp_path):
     import mlflow.pyfunc
     import pandas as pd
 
     from fakeface.config import TrainConfig
     from fakeface.inference.predict import load_model, predict_files
     from fakeface.inference.served_model import request_body, save_serving_model
-    from fakeface.model.classifier import build_classifier, input_transform_of
+    from fakeface.model.classifier import build_classifier, input_transform_of, scoring_model
     from fakeface.model.contract import make_contract, read_contract, write_model_with_contract
     from PIL import Image
 
-    classifier = build_classifier(TrainConfig(backbone="nprnet", weights="none", image_size=64,
-                                              input_transform=transform))
-    model = classifier.model
-    assert input_transform_of(model) == {"transform": transform, "crop": None}
+    classifier = build_classifier(TrainConfig(backbone="nprnet", weights="none", image_size=64, crop_size=crop,
+                                              input_transform=transform, test_crops=test_crops))
+    model = scoring_model(classifier.model, test_crops)
+    assert input_transform_of(model) == {"transform": transform, "crop": crop, "test_crops": test_crops}
     model.save(tmp_path / "model.keras")
     detector = write_model_with_contract(tmp_path / "model.keras", tmp_path / "detector.keras",
                                          make_contract(64, 0.5, front=input_transform_of(model)))
     assert read_contract(detector)["input"]["transform"] == transform
+    assert read_contract(detector)["input"]["test_crops"] == test_crops
     rng = np.random.default_rng(2)
     files = []
     for k in range(3):
@@ -127,7 +128,7 @@ def test_a_cropping_model_scores_only_its_centre_window():
 
     model = build_classifier(TrainConfig(backbone="smallcnn", weights="none", image_size=48, crop_size=32,
                                          input_transform="npr")).model
-    assert input_transform_of(model) == {"transform": "npr", "crop": 32}
+    assert input_transform_of(model) == {"transform": "npr", "crop": 32, "test_crops": 1}
     assert make_contract(48, 0.5, front=input_transform_of(model))["input"]["crop"] == 32
     image = np.random.default_rng(5).uniform(0, 255, (1, 48, 48, 3)).astype("float32")
     border = image.copy()
@@ -156,7 +157,58 @@ def test_training_feeds_windows_and_the_trained_model_carries_its_front(syntheti
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     params = small_params(train={"crop_size": 16, "input_transform": "npr", "head_epochs": 0,
-                                 "fine_tune_epochs": 1})
+                                 "fine_tune_epochs": 1, "test_crops": 5})
     paths = TrainPaths.in_artifacts(tmp_path, shards=shards)
     train.run(params, paths, Runtime(checkpoint_dir=tmp_path / "ck"))
-    assert input_transform_of(load_model_file(paths.model)) == {"transform": "npr", "crop": 16}
+    assert input_transform_of(load_model_file(paths.model)) == {"transform": "npr", "crop": 16, "test_crops": 5}
+
+
+def test_a_five_window_model_averages_the_centre_and_the_four_corners():
+    from fakeface.config import TrainConfig
+    from fakeface.model.classifier import build_classifier, scoring_model
+
+    model = build_classifier(TrainConfig(backbone="smallcnn", weights="none", image_size=48, crop_size=32,
+                                         input_transform="npr", test_crops=5)).model
+    averaged = scoring_model(model, 5)
+    image = np.random.default_rng(6).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    scores = []
+    for top, left in [(8, 8), (0, 0), (0, 16), (16, 0), (16, 16)]:
+        placed = np.zeros_like(image)  # the window moved to the centre, where the trained model cuts
+        placed[:, 8:40, 8:40] = image[:, top:top + 32, left:left + 32]
+        scores.append(np.asarray(model.predict_on_batch(placed)))
+    assert len({float(s[0, 0]) for s in scores}) == 5  # five different windows, five different scores
+    assert np.allclose(averaged.predict_on_batch(image), np.mean(scores, axis=0), atol=1e-6)
+    assert np.array_equal(scoring_model(model, 1).predict_on_batch(image), model.predict_on_batch(image))
+
+
+def test_test_crops_need_a_window_smaller_than_the_image():
+    from pydantic import ValidationError
+
+    from fakeface.config import TrainConfig
+    from fakeface.model.classifier import build_classifier, scoring_model
+
+    with pytest.raises(ValidationError, match="set crop_size"):
+        TrainConfig(backbone="smallcnn", test_crops=5)
+    model = build_classifier(TrainConfig(backbone="smallcnn", weights="none", image_size=32, crop_size=32,
+                                         test_crops=5)).model
+    with pytest.raises(ValueError, match="must be smaller than the image"):
+        scoring_model(model, 5)
+
+
+def test_the_model_card_names_the_transform_the_window_and_the_averaging():
+    from fakeface.analysis.metrics import compute_metrics
+    from fakeface.analysis.model_card import render_card
+    from fakeface.model.contract import make_contract
+
+    labels, p_fake = np.array([0, 1, 0, 1]), np.array([0.2, 0.8, 0.6, 0.4])
+    evaluation = {**compute_metrics(labels, p_fake, 0.5), "threshold_0_5": compute_metrics(labels, p_fake, 0.5)}
+
+    def card(front):
+        contract = make_contract(256, 0.5, front=front)
+        return render_card(name="d", version="1", run_id="r", run_params={}, run_tags={}, index=None,
+                           evaluation=evaluation, contract=contract, robustness=None, slices=None, external=None)
+
+    assert "input transform `npr`, centre 224 px window, p(fake) averaged over 5 windows (centre and corners)" in card(
+        {"transform": "npr", "crop": 224, "test_crops": 5})
+    plain = card(None)
+    assert "input transform `pixels` and preprocessing" in plain and "window" not in plain.split("\n")[2]

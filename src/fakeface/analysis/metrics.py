@@ -67,6 +67,18 @@ def compute_metrics(labels: np.ndarray, p_fake: np.ndarray, threshold: float) ->
     return result
 
 
+def detection_rates(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict[str, float]:
+    """What detection papers report for a test set: accuracy on the real and on the fake images
+    separately (a detector that calls everything fake scores 1.0 on one and 0.0 on the other), their
+    mean, average precision and ROC AUC."""
+    labels, called = np.asarray(labels), np.asarray(p_fake) >= threshold
+    if len(np.unique(labels)) < 2:
+        raise ValueError("detection rates need real and fake images")
+    real, fake = float(np.mean(~called[labels == 0])), float(np.mean(called[labels == 1]))
+    return {"real_acc": real, "fake_acc": fake, "mean_acc": (real + fake) / 2,
+            "ap": float(skm.average_precision_score(labels, p_fake)), "auc": float(skm.roc_auc_score(labels, p_fake))}
+
+
 def classification_table(result: dict[str, Any]) -> str:
     """The seed project's table: per-class precision, recall, F1, support, then accuracy; then ROC
     AUC, average precision and the threshold where ``result`` has them (the ablation's validation

@@ -17,6 +17,15 @@ from fakeface import CLASS_NAMES
 WEAK_AUC_DROP = 0.1
 
 
+def _input_line(spec: dict[str, Any]) -> str:
+    """What the model takes and what it does to it before the backbone (the contract's ``input``)."""
+    parts = [f"Input: {spec.get('shape')} RGB 0..255, input transform `{spec.get('transform', 'pixels')}`"]
+    if spec.get("crop"):
+        parts.append(f"centre {spec['crop']} px window")
+    if spec.get("test_crops", 1) > 1:
+        parts.append(f"p(fake) averaged over {spec['test_crops']} windows (centre and corners)")
+    return ", ".join(parts) + " and preprocessing inside the model; output p(fake)."
+
 def _fmt(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
@@ -118,10 +127,7 @@ def render_card(*, name: str, version: str | None, run_id: str, run_params: dict
         limits.append("- The threshold was chosen on too few validation images to trust its exact value.")
     title = f"# Model card: {name}" + (f" version {version}" if version else " (logged, not registered)")
     sections = [
-        title, "", f"MLflow run `{run_id}`. Input: {contract.get('input', {}).get('shape')} RGB 0..255, "
-        f"input transform `{contract.get('input', {}).get('transform', 'pixels')}`"
-        + (f", centre {contract['input']['crop']} px window" if contract.get("input", {}).get("crop") else "")
-        + " and preprocessing inside the model; output p(fake).", "",
+        title, "", f"MLflow run `{run_id}`. {_input_line(contract.get('input', {}))}", "",
         "## Data", "", *_data(run_params, run_tags, index), "",
         "## Training", "", *_training(run_params), "",
         "## Test metrics (at the stored threshold)", "", *_metrics(evaluation), "",

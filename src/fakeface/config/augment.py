@@ -156,6 +156,18 @@ class ContrastConfig(Toggle):
         return _in_order(self, "lower", "upper")
 
 
+@register("color_jitter", seed_index=14)
+class ColorJitterConfig(Toggle):
+    """Colour jitter: brightness, contrast and saturation each scaled by a factor ``~ U[1 - x, 1 + x]``,
+    the hue turned by ``~ U[-hue, hue]`` of the colour circle, in that order; pointwise, so the
+    relations between neighbouring pixels (the traces a generator leaves) are only rescaled."""
+
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    saturation: float = Field(0.1, ge=0, lt=1)
+    hue: float = Field(0.05, ge=0, le=0.5, description="fraction of the colour circle")
+
+
 @register("stretch", seed_index=6)
 class StretchConfig(Toggle):
     """Anisotropic scale: a centred crop of ``fy`` of the height and ``fx`` of the width, each

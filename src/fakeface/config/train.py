@@ -18,6 +18,8 @@ class TrainConfig(Section):
     image_size: int | None = Field(None, ge=16, le=1024, description="null: the backbone default")
     crop_size: int | None = Field(None, ge=16, le=1024, description="train on random crop_size windows, score the "
                                   "centre window (a layer in the model): no resampling; null: the whole image")
+    test_crops: Literal[1, 5] = Field(1, description="windows scored and averaged: 1, the centre; 5, the centre "
+                                      "and the four corners (layers in the saved model); needs crop_size")
     input_transform: str = Field("pixels", description="what the network sees: pixels | npr (x - up2(x[::2, ::2])) | "
                                  "highpass (Haar HH, half size); a layer inside the model (fakeface.model.inputs)")
     batch_size: int = Field(32, ge=1, description="images per step")
@@ -100,6 +102,9 @@ class TrainConfig(Section):
                 "head_units=2 with head_activation=sigmoid is refused: two independent sigmoids "
                 "do not form one probability. Use sigmoid with 1 unit or softmax with 2 units."
             )
+        if self.test_crops > 1 and not self.crop_size:
+            raise ValueError(f"test_crops={self.test_crops} averages windows of crop_size: set crop_size (smaller "
+                             "than the image) or test_crops=1")
         if self.head_epochs + self.fine_tune_epochs == 0:
             raise ValueError("head_epochs + fine_tune_epochs must be at least 1")
         if self.xla == "on" and self.deterministic == "on":

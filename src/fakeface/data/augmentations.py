@@ -19,8 +19,8 @@ with ``@OPS.register(name)``, which checks that it takes ``(image, seed, <its co
 :func:`augment_image` walks the registry, so adding an augmentation adds an op here and nothing
 else in this module.
 
-The augmentations: geometric (flip, crop, zoom, rotate, stretch), colour (brightness, contrast,
-per-channel shift), kernel (unsharp-mask sharpness, Gaussian blur) and the degradations images
+The augmentations: geometric (flip, quarter turns, crop, zoom, rotate, stretch), colour (brightness,
+contrast, colour jitter, per-channel shift), kernel (unsharp-mask sharpness, Gaussian blur) and the degradations images
 meet online (down- then up-scaling, JPEG re-compression).
 
 Augmentations act on the image only; labels are never touched (a flipped, cropped or brighter fake
@@ -76,6 +76,10 @@ def _side(fraction: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
     """``round(fraction * length)`` pixels, at least 1 and at most ``length``."""
     pixels = tf.cast(tf.round(fraction * tf.cast(length, tf.float32)), tf.int32)
     return tf.clip_by_value(pixels, 1, length)
+
+
+def _clip(image: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(image, 0.0, 255.0)
 
 
 @OPS.register("flip")
@@ -169,6 +173,21 @@ def random_contrast(image: tf.Tensor, seed: tf.Tensor, lower: float, upper: floa
     if upper > lower:
         return tf.image.stateless_random_contrast(image, lower, upper, seed)
     return tf.image.adjust_contrast(image, lower)  # lower == upper: a fixed factor, nothing to draw
+
+
+@OPS.register("color_jitter")
+def random_color_jitter(
+    image: tf.Tensor, seed: tf.Tensor, brightness: float, contrast: float, saturation: float, hue: float
+) -> tf.Tensor:
+    """Scale brightness, contrast (about each channel's mean) and saturation by factors ``~ U[1 - x, 1 + x]``
+    and turn the hue by ``~ U[-hue, hue]``, clipping to 0..255 after each."""
+    s = _sub_seeds(seed, 2)
+    factors = tf.random.stateless_uniform([3], s[0], minval=-1.0, maxval=1.0) * [brightness, contrast, saturation] + 1.0
+    delta = tf.random.stateless_uniform([], s[1], minval=-hue, maxval=hue)
+    x = _clip(image * factors[0])
+    x = _clip(tf.image.adjust_contrast(x, factors[1]))
+    x = tf.image.adjust_saturation(x / 255.0, factors[2])  # the HSV ops work on 0..1
+    return tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 1.0), delta) * 255.0
 
 
 @OPS.register("stretch")
@@ -266,10 +285,6 @@ def random_jpeg(image: tf.Tensor, seed: tf.Tensor, min_quality: int, max_quality
     )
     pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
     return tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), tf.float32)
-
-
-def _clip(image: tf.Tensor) -> tf.Tensor:
-    return tf.clip_by_value(image, 0.0, 255.0)
 
 
 @OPS.register("mask")

@@ -108,13 +108,60 @@ def unfreeze_top(base: keras.Model, n_layers: int, freeze_batchnorm: bool = True
     return trainable
 
 
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of ``model`` and of every model nested in it (the scoring model holds the
+    trained network as one layer)."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
 def input_transform_of(model: keras.Model) -> dict[str, Any]:
     """What a saved model does to its input before the backbone, read from its layers: the input
-    transform's name and the centre window it cuts (None: the whole image)."""
-    names = {layer.name for layer in model.layers}
-    crop = next((layer for layer in model.layers if layer.name == "center_crop"), None)
+    transform's name, the window it cuts (None: the whole image) and how many windows it scores
+    and averages (:func:`scoring_model`)."""
+    found = _all_layers(model)
+    names = {layer.name for layer in found}
+    crop = next((layer for layer in found if layer.name == "center_crop"), None)
+    windows = [layer for layer in found if layer.name.startswith(TEST_CROP_PREFIX)]
+    side = int(crop.height) if crop is not None else None
+    if windows:
+        (top, bottom), _ = windows[0].cropping
+        side = int(model.input_shape[1]) - top - bottom
     return {"transform": next((t.name for t in TRANSFORMS.values() if t.marker and t.marker in names), "pixels"),
-            "crop": int(crop.height) if crop is not None else None}
+            "crop": side, "test_crops": max(1, len(windows))}
+
+
+#: Layer names of the windows a scoring model averages over (``test_crop_0`` is the centre).
+TEST_CROP_PREFIX = "test_crop_"
+
+
+def scoring_model(model: keras.Model, test_crops: int = 1) -> keras.Model:
+    """The trained classifier as it is saved: an uncompiled twin (same layers and weights, no
+    optimizer, loads anywhere without this package), which with ``test_crops=5`` scores the
+    centre window and the four corner windows of the image and averages their p(fake).
+
+    The averaging is layers of the model (``Cropping2D`` per window, the trained network shared,
+    ``Average``), so predict, the served model and KServe average exactly as evaluate did."""
+    if test_crops == 1:
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    crop = model.get_layer("center_crop")
+    network = keras.Model(crop.output, model.output, name="network")  # the trained layers after the cut
+    size, side = int(model.input_shape[1]), int(crop.height)
+    margin = size - side
+    if margin <= 0:
+        raise ValueError(f"test_crops={test_crops}: the window ({side} px) must be smaller than the image ({size} px)")
+    centre = (margin // 2, margin // 2)
+    offsets = [centre, (0, 0), (0, margin), (margin, 0), (margin, margin)][:test_crops]
+    image = keras.Input(model.input_shape[1:], name="image")
+    scores = [
+        network(layers.Cropping2D(((top, margin - top), (left, margin - left)), name=f"{TEST_CROP_PREFIX}{k}")(image))
+        for k, (top, left) in enumerate(offsets)
+    ]
+    return keras.Model(image, layers.Average(name=OUTPUT_NAME)(scores), name=model.name)
 
 
 def probabilities_of_fake(predictions: Any) -> Any:

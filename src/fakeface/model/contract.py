@@ -38,10 +38,11 @@ def make_contract(image_size: int, threshold: float, selection: dict[str, Any] |
     distribution on validation images (:func:`fakeface.analysis.drift.reference_distribution`),
     what ``fakeface monitor`` holds served scores against. ``front``: what the model does to its
     input before the backbone (:func:`fakeface.model.classifier.input_transform_of`: the input
-    transform, :mod:`fakeface.model.inputs`, and the centre window it cuts), named so a reader
-    knows what the network sees; both are layers inside the model, applied by every scorer.
+    transform, :mod:`fakeface.model.inputs`, the window it cuts and how many windows it averages),
+    named so a reader knows what the network sees; all are layers inside the model, applied by
+    every scorer.
     """
-    front = {"transform": "pixels", "crop": None, **(front or {})}
+    front = {"transform": "pixels", "crop": None, "test_crops": 1, **(front or {})}
     selection = dict(selection or {})
     counts = selection.get("counts") or {}
     reliable = bool(counts) and min(counts.get(name, 0) for name in CLASS_NAMES) >= MIN_RELIABLE_PER_CLASS
@@ -59,6 +60,7 @@ def make_contract(image_size: int, threshold: float, selection: dict[str, Any] |
             "resize": "bilinear with antialias to the input size (only when the size differs)",
             "transform": front["transform"],
             "crop": front["crop"],
+            "test_crops": front["test_crops"],
         },
         "preprocessing": "inside the model (its first layer scales the pixels for the backbone)",
         "threshold": float(threshold),

@@ -34,7 +34,7 @@ from fakeface.model import devices
 from fakeface import tracking
 from fakeface.config import Params, TrainConfig
 from fakeface.data.pipeline import make_dataset, plan_augmentations
-from fakeface.model.classifier import build_classifier, freeze_base, pretrained, unfreeze_top
+from fakeface.model.classifier import build_classifier, freeze_base, pretrained, scoring_model, unfreeze_top
 from fakeface.config.runtime import Runtime
 from fakeface.model.train_step import AugmentingTrainer
 from fakeface.data.shards import read_index, shard_files
@@ -300,11 +300,7 @@ def run(
         best_val_auc = max((row.get("val_auc", float("nan")) for row in history), default=float("nan"))
         model_path = Path(paths.model)
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        # Save an uncompiled twin of the classifier (same layers, same weights): the artifact then
-        # carries no optimizer, training metric or training wrapper, and loads anywhere without
-        # this package's code.
-        trained = classifier.model
-        keras.Model(trained.inputs, trained.outputs, name=trained.name).save(model_path)
+        scoring_model(classifier.model, cfg.test_crops).save(model_path)
         _write_history(history, Path(paths.history))
         validated = not math.isnan(best_val_auc)
         summary = {"epochs": len(history), "best_val_auc": best_val_auc if validated else None,
