@@ -49,7 +49,7 @@ bench: setup  ## benchmarks: bench/results/latest.{json,md}, ~5-15 min on 2 core
 image:  ## the project image with podman or docker (tag: TAG, default localhost/fakeface:<version>)
 	docker/build.sh $(TAG)
 
-# dvc.yaml's code deps, generated from each stage's imports (a test checks them).
+# dvc.yaml's code deps and params, generated from each stage's imports and the stage registry (a test checks them).
 dvc-deps: setup
 	$(BIN)/python -m fakeface.stages.codedeps
 

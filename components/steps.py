@@ -14,15 +14,7 @@ from pathlib import Path
 from fakeface.components import runtime as rt
 from fakeface.config.runtime import ENV as RUNTIME_ENV
 from fakeface.config.runtime import Runtime
-from fakeface.stages.paths import (
-    AugmentPaths,
-    EdaPaths,
-    EvaluatePaths,
-    IngestPaths,
-    PreviewPaths,
-    RegisterPaths,
-    TrainPaths,
-)
+from fakeface.stages import paths as stage_paths
 from fakeface.stages import get_stage
 
 
@@ -30,34 +22,34 @@ def ingest_step(params, data) -> None:
     params = rt.with_absolute_source(params)
     with rt.working_dir(data.path, create=True) as root:
         # Relative paths: the manifest then says raw/..., valid wherever the artifact lands.
-        report = get_stage("ingest").run(params, IngestPaths.in_artifacts("."))
+        report = get_stage("ingest").run(params, stage_paths.IngestPaths.in_artifacts("."))
         copied = rt.make_self_contained(root)
     data.metadata.update(rt.ingest_metadata(report, copied))
 
 
 def eda_step(params, data, report) -> None:
-    paths = EdaPaths.in_artifacts(rt.scratch("eda"), manifest=rt.manifest_of(data.path))
+    paths = stage_paths.EdaPaths.in_artifacts(rt.scratch("eda"), manifest=rt.manifest_of(data.path))
     with rt.working_dir(data.path):
         summary = get_stage("eda").run(params, paths)
     rt.write_eda_page(report, paths.out_dir, summary)
 
 
 def augment_step(params, data, shards) -> None:
-    paths = AugmentPaths(manifest=rt.manifest_of(data.path), shards=rt.absolute(shards.path))
+    paths = stage_paths.AugmentPaths(manifest=rt.manifest_of(data.path), shards=rt.absolute(shards.path))
     with rt.working_dir(data.path):
         index = get_stage("augment").run(params, paths)
     shards.metadata.update(rt.shards_metadata(index))
 
 
 def preview_step(params, data, preview) -> None:
-    paths = PreviewPaths.in_artifacts(rt.scratch("preview"), manifest=rt.manifest_of(data.path))
+    paths = stage_paths.PreviewPaths.in_artifacts(rt.scratch("preview"), manifest=rt.manifest_of(data.path))
     with rt.working_dir(data.path):
         get_stage("preview").run(params, paths)
     rt.write_preview_page(preview, paths.preview, params)
 
 
 def train_step(params, shards, model, train_metrics) -> None:
-    paths = TrainPaths.in_artifacts(rt.absolute(model.path), shards=rt.absolute(shards.path))
+    paths = stage_paths.TrainPaths.in_artifacts(rt.absolute(model.path), shards=rt.absolute(shards.path))
     with rt.working_dir(rt.scratch("train")):
         result = get_stage("train").run(params, paths, runtime=checkpoint_runtime(params, paths.shards))
     rt.record_training(model, train_metrics, params, result)
@@ -77,8 +69,8 @@ def checkpoint_runtime(params, shards: Path) -> Runtime:
 
 
 def evaluate_step(params, model, shards, evaluation, metrics, classification, report) -> None:
-    trained = TrainPaths.in_artifacts(model.path)
-    paths = EvaluatePaths.in_artifacts(
+    trained = stage_paths.TrainPaths.in_artifacts(model.path)
+    paths = stage_paths.EvaluatePaths.in_artifacts(
         evaluation.path, model=trained.model, run_info=trained.run_info, shards=Path(shards.path)
     )
     result = get_stage("evaluate").run(params, paths)
@@ -86,9 +78,9 @@ def evaluate_step(params, model, shards, evaluation, metrics, classification, re
 
 
 def register_step(params, model, evaluation, shards, registration, card) -> None:
-    trained = TrainPaths.in_artifacts(model.path)
-    evaluated = EvaluatePaths.in_artifacts(evaluation.path)
-    paths = RegisterPaths(
+    trained = stage_paths.TrainPaths.in_artifacts(model.path)
+    evaluated = stage_paths.EvaluatePaths.in_artifacts(evaluation.path)
+    paths = stage_paths.RegisterPaths(
         model=evaluated.detector, evaluation=evaluated.metrics, run_info=trained.run_info,
         robustness=evaluated.robustness, slices=evaluated.slices, external_metrics=evaluated.external_metrics,
         shards=Path(shards.path), registry=Path(registration.path), card=Path(card.path),

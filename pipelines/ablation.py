@@ -17,7 +17,6 @@ and finalize the register stage's. Nothing in this pipeline is cached: a study i
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +28,7 @@ from fakeface.components import ablation, stages
 from fakeface.components.ablation_steps import storage_url
 from fakeface.config import Params
 from fakeface.pipelines.settings import KubeflowSettings, SettingsError, configure_task
-from fakeface.pipelines.training import ensure_experiment
+from fakeface.pipelines.local_runs import prepare_local_run, write_package
 from fakeface.pipelines.typed import StepArguments, run_arguments, typed_pipeline
 
 PIPELINE_NAME = "fakeface-ablation"
@@ -118,13 +117,7 @@ def compile_ablation_pipeline(
     workers: int | None = None,
 ) -> Path:
     """Write the ablation pipeline YAML (``params`` as the default, ``storage`` empty: the Secret)."""
-    from kfp import compiler
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_ablation_pipeline(settings, params, workers=workers)
-    compiler.Compiler().compile(pipeline, str(out_path))
-    return out_path
+    return write_package(build_ablation_pipeline(settings, params, workers=workers), out_path)
 
 
 def run_ablation_local(
@@ -140,19 +133,11 @@ def run_ablation_local(
     ``storage`` defaults to ``sqlite:///<workdir>/optuna.db``; MLflow as in
     :func:`fakeface.pipelines.training.run_local`. Returns the outputs: ``study``, ``report``, ``evaluation``.
     """
-    from kfp import local
-
-    from fakeface import tracking
-
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fakeface-kfp-ablation-"))
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    uri = mlflow_tracking_uri or tracking.tracking_uri()
-    settings = (settings or KubeflowSettings.from_env()).for_local(uri)
     params = params or Params()
-    url = storage or f"sqlite:///{root / 'optuna.db'}"
-    ensure_experiment(uri, params.tracking.experiment)
-    pipeline = build_ablation_pipeline(settings, params, workers=workers, default_storage=url)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    run = prepare_local_run(params.tracking.experiment, workdir, mlflow_tracking_uri, settings,
+                            prefix="fakeface-kfp-ablation-")
+    url = storage or f"sqlite:///{run.root / 'optuna.db'}"
+    pipeline = build_ablation_pipeline(run.settings, params, workers=workers, default_storage=url)
+    run.start()
     task = pipeline(**run_arguments(params, STEPS), storage=url)
     return dict(task.outputs)

@@ -15,7 +15,6 @@ same source path may hold other files tomorrow.
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +24,7 @@ from kfp.dsl import Dataset, Markdown
 from fakeface.components import batch
 from fakeface.config import Params
 from fakeface.pipelines.settings import KubeflowSettings, SettingsError, configure_task
-from fakeface.pipelines.training import ensure_experiment
+from fakeface.pipelines.local_runs import prepare_local_run, write_package
 from fakeface.pipelines.typed import StepArguments, run_arguments, typed_pipeline
 
 PIPELINE_NAME = "fakeface-batch-scoring"
@@ -82,12 +81,7 @@ def build_batch_pipeline(settings: KubeflowSettings | None = None, params: Param
 def compile_batch_pipeline(out_path: str | os.PathLike[str] = DEFAULT_PACKAGE, params: Params | None = None,
                            settings: KubeflowSettings | None = None, workers: int = DEFAULT_WORKERS) -> Path:
     """Write the batch-scoring pipeline YAML (``source`` empty: a run's argument)."""
-    from kfp import compiler
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_batch_pipeline(settings, params, workers), str(out_path))
-    return out_path
+    return write_package(build_batch_pipeline(settings, params, workers), out_path)
 
 
 def run_batch_local(source: str, model_uri: str | None = None, params: Params | None = None,
@@ -95,19 +89,11 @@ def run_batch_local(source: str, model_uri: str | None = None, params: Params | 
                     settings: KubeflowSettings | None = None, workers: int = 2) -> dict[str, Any]:
     """Run the batch pipeline with ``kfp.local`` (a subprocess per task, this Python); MLflow as in
     :func:`fakeface.pipelines.training.run_local`. Returns the outputs: ``results``, ``report``."""
-    from kfp import local
-
-    from fakeface import tracking
-
     params = params or Params()
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fakeface-kfp-batch-"))
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    uri = mlflow_tracking_uri or tracking.tracking_uri()
-    settings = (settings or KubeflowSettings.from_env()).for_local(uri)
-    ensure_experiment(uri, f"{params.tracking.experiment}-batch")
-    pipeline = build_batch_pipeline(settings, params, workers)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    run = prepare_local_run(f"{params.tracking.experiment}-batch", workdir, mlflow_tracking_uri, settings,
+                            prefix="fakeface-kfp-batch-")
+    pipeline = build_batch_pipeline(run.settings, params, workers)
+    run.start()
     source = str(Path(source).resolve()) if not str(source).startswith("s3://") else str(source)
     task = pipeline(**run_arguments(params, STEPS), source=source, model_uri=model_uri or default_model(params))
     return dict(task.outputs)

@@ -23,6 +23,7 @@ from kfp.dsl import Artifact
 
 from fakeface.components import stages
 from fakeface.config import Params
+from fakeface.pipelines.local_runs import prepare_local_run, write_package
 from fakeface.pipelines.settings import KubeflowSettings, configure_task
 from fakeface.pipelines.typed import StepArguments, run_arguments, typed_pipeline
 
@@ -76,12 +77,7 @@ def compile_pipeline(
     settings: KubeflowSettings | None = None,
 ) -> Path:
     """Write the pipeline YAML (``params`` as the defaults of its parameters)."""
-    from kfp import compiler
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(settings, params), str(out_path))
-    return out_path
+    return write_package(build_pipeline(settings, params), out_path)
 
 
 def run_local(
@@ -103,37 +99,12 @@ def run_local(
     every step finds the same store). ``env``: more environment of every step. Returns the
     pipeline outputs: ``evaluation`` and ``registration`` artifacts.
     """
-    from kfp import local
-
-    from fakeface import tracking
-
     params = params or Params()
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fakeface-kfp-"))
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    uri = mlflow_tracking_uri or tracking.tracking_uri()
-    settings = (settings or KubeflowSettings.from_env()).for_local(uri, env or {})
-    ensure_experiment(uri, params.tracking.experiment)
-    pipeline = build_pipeline(settings, params)
-    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               enable_caching=enable_caching)
+    run = prepare_local_run(params.tracking.experiment, workdir, mlflow_tracking_uri, settings, env)
+    pipeline = build_pipeline(run.settings, params)
+    run.start(runner, enable_caching)
     task = pipeline(**run_arguments(params, STEPS))
     return dict(task.outputs)
-
-
-def ensure_experiment(uri: str, name: str) -> None:
-    """Create the MLflow experiment from here, before any step does.
-
-    With a local store (SQLite, a folder) MLflow puts a new experiment's artifacts under
-    ``./mlruns`` of the process that creates it. The steps run in scratch folders, so the first
-    one would put them in its own temporary folder; created here they go where ``dvc repro``'s
-    go: ``mlruns/`` in the current directory. An existing experiment is left as it is.
-    """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name)
 
 
 def submit(

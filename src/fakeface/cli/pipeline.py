@@ -36,6 +36,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from fakeface import FakefaceError
@@ -257,6 +258,17 @@ def _set_option(p: argparse.ArgumentParser) -> None:
                    help="override one param for this pipeline (repeatable), e.g. -S train.fine_tune_epochs=3")
 
 
+def _command(commands: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace, Any], None],  # noqa: SLF001
+             help_text: str, description: str, *options: Callable[[argparse.ArgumentParser], None]
+             ) -> argparse.ArgumentParser:
+    """One ``pipeline`` action: its parser, the shared option groups it takes, its handler."""
+    p = commands.add_parser(name, help=help_text, description=description)
+    for add_options in options:
+        add_options(p)
+    p.set_defaults(handler=handler)
+    return p
+
+
 def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """Register the ``pipeline`` subcommand group: compile, submit, run-local, golden."""
     group = sub.add_parser(
@@ -266,44 +278,32 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF
     )
     commands = group.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
 
-    p = commands.add_parser("compile", help="write the pipeline YAML (params as the default)",
-                            description="Compile the pipeline to YAML, params.yaml as the params default.")
-    _pipeline_option(p)
+    p = _command(commands, "compile", _compile, "write the pipeline YAML (params as the default)",
+                 "Compile the pipeline to YAML, params.yaml as the params default.",
+                 _pipeline_option, _set_option, _cluster_options)
     p.add_argument("--out", default=None, help=f"output file (default: {DEFAULT_OUT}, or "
                                                f"{DEFAULT_OUTS['ablation']} for the ablation pipeline)")
-    _set_option(p)
-    _cluster_options(p)
-    p.set_defaults(handler=_compile)
 
-    p = commands.add_parser("submit", help="start a run on a Kubeflow Pipelines API",
-                            description="Compile and start a run. The API token comes from KFP_TOKEN "
-                                        "(or a session cookie from KFP_COOKIES), never from an option.")
+    p = _command(commands, "submit", _submit, "start a run on a Kubeflow Pipelines API",
+                 "Compile and start a run. The API token comes from KFP_TOKEN (or a session cookie from "
+                 "KFP_COOKIES), never from an option.", _set_option, _cluster_options)
     p.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. https://kubeflow.example.com/pipeline")
     p.add_argument("--experiment", default="fakeface", help="KFP experiment (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run name (default: KFP's)")
     p.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
     p.add_argument("--package", default=None, help="submit this compiled YAML instead of compiling now")
-    _set_option(p)
-    _cluster_options(p)
-    p.set_defaults(handler=_submit)
 
-    p = commands.add_parser("run-local", help="run the pipeline here with kfp.local (a process per step)",
-                            description="Run every step in a subprocess of this Python (kfp.local "
-                                        "SubprocessRunner, no containers); cluster settings are ignored.")
-    _pipeline_option(p)
+    p = _command(commands, "run-local", _run_local, "run the pipeline here with kfp.local (a process per step)",
+                 "Run every step in a subprocess of this Python (kfp.local SubprocessRunner, no containers); "
+                 "cluster settings are ignored.", _pipeline_option, _set_option)
     p.add_argument("--workdir", default=None, help="where step outputs go (default: a new temporary folder)")
     p.add_argument("--mlflow-uri", default=None,
                    help="tracking URI for the steps (default: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--source", default=None, help="batch: the folder or s3://bucket/prefix to score")
     p.add_argument("--model", default=None,
                    help="batch: the model (default: models:/<register.model_name>@<register.alias>)")
-    _set_option(p)
-    p.set_defaults(handler=_run_local)
 
-    p = commands.add_parser(
-        "golden", help="regenerate the components and the committed compiled pipelines",
-        description="Rewrite components/stages.py, components/ablation.py (generated from the stage "
-                    "registry and the config) and pipelines/compiled/*.yaml (params.yaml, default "
-                    "cluster settings); a test fails when they are stale.",
-    )
-    p.set_defaults(handler=_golden)
+    _command(commands, "golden", _golden, "regenerate the components and the committed compiled pipelines",
+             "Rewrite components/stages.py, components/ablation.py (generated from the stage registry and "
+             "the config) and pipelines/compiled/*.yaml (params.yaml, default cluster settings); a test "
+             "fails when they are stale.")

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from fakeface.config.base import Section
+from fakeface.config.base import Section, refusing
 
 
 #: A categorical factor's values keep their YAML types (true stays a bool, 0.2 a float).
@@ -132,9 +132,9 @@ class AblationConfig(Section):
     objective: Literal["val_auc", "val_accuracy", "val_loss"] = Field(
         "val_auc", description="on the validation split (val_loss is minimised); the test split never chooses"
     )
-    cv_folds: int = Field(0, ge=0, le=20, description="0: a trial is scored on the validation split; K >= 2: by "
-                          "the mean over K stratified, seeded folds of train + valid (K trainings a trial; for "
-                          "small data; the test split is never read)")
+    cv_folds: Annotated[int, refusing(1, "1 fold is no cross-validation: 0 (the validation split) or 2 and more")] = Field(
+        0, ge=0, le=20, description="0: a trial is scored on the validation split; K >= 2: by the mean over K "
+        "stratified, seeded folds of train + valid (K trainings a trial; for small data; the test split is never read)")
     pruner: PrunerConfig = PrunerConfig()
     study_name: str | None = Field(None, description="null: derived from the params and the data")
     workers: int = Field(1, ge=1, description="parallel worker processes on this machine")
@@ -162,13 +162,6 @@ class AblationConfig(Section):
                     raise ValueError(f"{path!r}: no values")
                 if len({repr(v) for v in spec}) != len(spec):
                     raise ValueError(f"{path!r}: repeated values {spec}")
-        return value
-
-    @field_validator("cv_folds")
-    @classmethod
-    def _folds(cls, value: int) -> int:
-        if value == 1:
-            raise ValueError("1 fold is no cross-validation: 0 (the validation split) or 2 and more")
         return value
 
     @model_validator(mode="after")

@@ -9,8 +9,9 @@ lacks. Nothing here imports TensorFlow: validating ``params.yaml`` stays fast.
 
 Adding an augmentation: a class below with ``@register("name", seed_index=<next free index>)``,
 its op in :mod:`fakeface.data.augmentations` with ``@OPS.register("name")``, a ``test_<name>_...`` in
-``tests/test_augmentations.py``, its line in ``params.yaml``'s ``augment:`` and the README table
-regenerated (the tests name each one that is missing).
+``tests/test_augmentations.py``, its line in ``params.yaml``'s ``augment:``, then ``make dvc-deps``
+(the stages' params in ``dvc.yaml``) and the README table regenerated (the tests name each one
+that is missing).
 
 Where each runs: an augmentation whose TensorFlow ops all have GPU kernels may run inside the
 training step (``train.augment_on: device``); one with ``host_only`` (a reason: which op has a CPU

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from fakeface import FakefaceError
 
@@ -25,3 +27,15 @@ class Toggle(Section):
     """An optional step switched by ``enabled`` (augmentations, robustness checks)."""
 
     enabled: bool = False
+
+
+def refusing(value: Any, why: str) -> AfterValidator:
+    """A field's validator that refuses one value with ``why``: ``Annotated[int, refusing(1, ...)]``
+    (pydantic's constraints bound a range; they cannot leave a hole in it)."""
+
+    def check(given: Any) -> Any:
+        if given == value:
+            raise ValueError(why)
+        return given
+
+    return AfterValidator(check)

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from fakeface.config.base import Section
+from fakeface.config.base import Section, refusing
 from fakeface.config.registry import Entry, Registry, parameters, spoken_list
 from fakeface.config.registry import markdown_table as _table
 
@@ -86,14 +86,8 @@ class ScalePerturbation(PerturbationConfig):
     what survives a round trip through a smaller (or larger) copy."""
 
     kind: Literal["scale"]
-    factor: float = Field(0.5, gt=0.05, le=8)
-
-    @field_validator("factor")
-    @classmethod
-    def _not_one(cls, value: float) -> float:
-        if value == 1:
-            raise ValueError("factor 1 leaves the image unchanged; use < 1 (down) or > 1 (up)")
-        return value
+    factor: Annotated[float, refusing(1, "factor 1 leaves the image unchanged; use < 1 (down) or > 1 (up)")] = Field(
+        0.5, gt=0.05, le=8)
 
 
 @register

@@ -1,6 +1,6 @@
 """The project's import graph, read from the source, and the code dependencies of ``dvc.yaml``.
 
-    python -m fakeface.stages.codedeps          # rewrite the code deps of dvc.yaml and ablation/dvc.yaml
+    python -m fakeface.stages.codedeps          # rewrite the code deps and params of dvc.yaml and ablation/dvc.yaml
     python -m fakeface.stages.codedeps --check  # exit 1, naming the stages, when either is stale
 
 DVC reruns a stage when one of its deps changes, so a stage must depend on exactly the code it
@@ -9,6 +9,8 @@ stage never starts) means reruns for nothing. The deps are therefore not written
 derived from each stage's import closure. Every ``import`` counts, also one inside a function: a
 lazy import still makes the importer depend on the imported module's code. No module is imported
 to find this out; it runs from a checkout, where ``src/``, ``components/`` and ``pipelines/`` are.
+Each stage's ``params`` list is written from the stage registry in the same pass (a new
+augmentation, a new section key read by a stage, lands in ``dvc.yaml`` without a hand edit).
 """
 
 from __future__ import annotations
@@ -154,9 +156,27 @@ def stage_modules() -> dict[str, dict[str, str]]:
     }
 
 
-def rewrite(text: str, stages: dict[str, str]) -> str:
+def stage_params() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each DVC file's stages and the params keys each one reads."""
+    from fakeface.stages import AUGMENTATION_KEYS, get_stage, list_stages
+
+    trained = ("seed", *AUGMENTATION_KEYS, "train")  # what a trial trains with (not the shard packing)
+    return {
+        "dvc.yaml": {name: get_stage(name).params for name in list_stages()},
+        "ablation/dvc.yaml": {
+            # the study: trials train and are measured on valid (the threshold, the batch size)
+            "ablate": (*trained, "evaluate.threshold", "evaluate.batch_size", "tracking", "ablation"),
+            # the retrain: the study's name (all of the above) and a full evaluate on test
+            "retrain": (*trained, "evaluate", "tracking", "ablation"),
+        },
+    }
+
+
+def rewrite(text: str, stages: dict[str, str], params: dict[str, tuple[str, ...]] | None = None) -> str:
     """``text`` (a dvc.yaml) with each listed stage's code deps (its ``src/`` entries) replaced by
-    :func:`code_deps`; the other deps (data, params files) keep their place after them."""
+    :func:`code_deps`, the other deps (data, params files) kept after them, and its ``params``
+    list replaced by ``params[stage]``."""
+    params = params or {}
     lines = text.splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -176,6 +196,10 @@ def rewrite(text: str, stages: dict[str, str]) -> str:
                 i += 1
             out.extend(f"      - {dep}\n" for dep in code_deps(stages[stage]))
             out.extend(others)
+        elif stripped == "    params:" and stage in params:
+            while i < len(lines) and lines[i].startswith("      - "):
+                i += 1
+            out.extend(f"      - {key}\n" for key in params[stage])
     return "".join(out)
 
 
@@ -184,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
     args = parser.parse_args(argv)
     stale = []
+    keys = stage_params()
     for name, stages in stage_modules().items():
         path = ROOT / name
         text = path.read_text()
-        fresh = rewrite(text, stages)
+        fresh = rewrite(text, stages, keys[name])
         if fresh != text:
             stale.append(name)
             if not args.check:

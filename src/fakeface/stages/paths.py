@@ -32,11 +32,21 @@ def out(default: str, help_text: str, name: str | None = None) -> Any:
     return _path(default, OUTPUT, name or Path(default).name, help_text)
 
 
+def manifest_input() -> Any:
+    """Ingest's manifest, read by eda, augment and preview."""
+    return inp("data/manifest.csv", "the ingested manifest", name="manifest.csv")
+
+
 @dataclass(frozen=True)
 class StagePaths:
     """Base of the per-stage path sets: the roles and names of the fields, and the two layouts."""
 
+    #: The stage these paths belong to, given as a class keyword: ``class EdaPaths(StagePaths, stage="eda")``.
     stage: ClassVar[str] = ""
+
+    def __init_subclass__(cls, stage: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.stage = stage
 
     @classmethod
     def roles(cls, role: str) -> list[str]:
@@ -74,37 +84,32 @@ class StagePaths:
 
 
 @dataclass(frozen=True)
-class IngestPaths(StagePaths):
-    stage: ClassVar[str] = "ingest"
+class IngestPaths(StagePaths, stage="ingest"):
     raw_dir: Path = out("data/raw", "normalised and extracted images", name="raw")
     manifest: Path = out("data/manifest.csv", "one row per kept image: path, label, split, sha256, ...")
     report: Path = out("data/ingest_report.json", "what was kept and quarantined, and why")
 
 
 @dataclass(frozen=True)
-class EdaPaths(StagePaths):
-    stage: ClassVar[str] = "eda"
-    manifest: Path = inp("data/manifest.csv", "the ingested manifest", name="manifest.csv")
+class EdaPaths(StagePaths, stage="eda"):
+    manifest: Path = manifest_input()
     out_dir: Path = out("reports/eda", "counts, sizes, pixel statistics, grids, spectra", name="eda")
 
 
 @dataclass(frozen=True)
-class AugmentPaths(StagePaths):
-    stage: ClassVar[str] = "augment"
-    manifest: Path = inp("data/manifest.csv", "the ingested manifest", name="manifest.csv")
+class AugmentPaths(StagePaths, stage="augment"):
+    manifest: Path = manifest_input()
     shards: Path = out("data/shards", "TFRecord shards per split and index.json", name="shards")
 
 
 @dataclass(frozen=True)
-class PreviewPaths(StagePaths):
-    stage: ClassVar[str] = "preview"
-    manifest: Path = inp("data/manifest.csv", "the ingested manifest", name="manifest.csv")
+class PreviewPaths(StagePaths, stage="preview"):
+    manifest: Path = manifest_input()
     preview: Path = out("reports/augment/preview.png", "a grid of training images, each augmentation alone and all")
 
 
 @dataclass(frozen=True)
-class TrainPaths(StagePaths):
-    stage: ClassVar[str] = "train"
+class TrainPaths(StagePaths, stage="train"):
     shards: Path = inp("data/shards", "the packed shards")
     model: Path = out("models/model.keras", "the trained Keras model")
     run_info: Path = out("models/run.json", "the MLflow run the later stages log to")
@@ -113,8 +118,7 @@ class TrainPaths(StagePaths):
 
 
 @dataclass(frozen=True)
-class EvaluatePaths(StagePaths):
-    stage: ClassVar[str] = "evaluate"
+class EvaluatePaths(StagePaths, stage="evaluate"):
     model: Path = inp("models/model.keras", "the trained model", name="model.keras")
     run_info: Path = inp("models/run.json", "the training run", name="run.json")
     shards: Path = inp("data/shards", "the packed shards (valid chooses the threshold, test scores)")
@@ -130,8 +134,7 @@ class EvaluatePaths(StagePaths):
 
 
 @dataclass(frozen=True)
-class RegisterPaths(StagePaths):
-    stage: ClassVar[str] = "register"
+class RegisterPaths(StagePaths, stage="register"):
     model: Path = inp("models/detector.keras", "the model with its contract (threshold, input)", name="detector.keras")
     evaluation: Path = inp("metrics/evaluate.json", "the test metrics (the gate reads test AUC)", name="evaluate.json")
     run_info: Path = inp("models/run.json", "the training run", name="run.json")
