@@ -72,6 +72,7 @@ def run_fold(params, manifest, folds, fold: int, work: Path) -> dict[str, Any]:
 #: The conditions of the papers' tables: the test images as they are ("none"), then two of the
 #: default robustness checks: re-compressed at JPEG q75, down-scaled to half and back.
 PAPER_CONDITIONS = ("none", "jpeg_q75", "downscale_half")
+CONDITION_NAMES = {"none": "as they are", "jpeg_q75": "JPEG q75", "downscale_half": "0.5x down and up"}
 
 
 def paper_rates(params, paths, threshold: float) -> dict[str, dict[str, dict[str, float]]]:
@@ -117,7 +118,8 @@ def fold_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         for condition, cuts in row.get("papers", {}).items():
             at, half = cuts["threshold"], cuts["0.5"]
-            lines.append(f"| {row['fold']} | {condition} | {at['real_acc']:.3f} | {at['fake_acc']:.3f} | "
+            lines.append(f"| {row['fold']} | {CONDITION_NAMES.get(condition, condition)} | {at['real_acc']:.3f} | "
+                         f"{at['fake_acc']:.3f} | "
                          f"{at['mean_acc']:.3f} | {at['ap']:.3f} | {at['auc']:.3f} | {half['mean_acc']:.3f} | "
                          f"{row['train_s']:.0f} ({row['epochs']}) |")
     return "\n".join(lines) + "\n"

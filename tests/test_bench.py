@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.report import COLUMNS, markdown, rows
 
 FAKE = {
@@ -70,3 +72,25 @@ def test_container_rows():
     assert _verdicts(slow)["containers: DockerRunner / SubprocessRunner"] == "MISS"
     skipped = rows({"containers": {"skipped": "no container engine"}})
     assert [row["verdict"] for row in skipped] == ["skipped"]
+
+
+def test_crossval_summarises_each_condition_over_the_folds_and_tables_every_fold():
+    from bench.crossval import fold_table, summarise
+
+    def rates(real, fake):
+        return {"real_acc": real, "fake_acc": fake, "mean_acc": (real + fake) / 2, "ap": 0.8, "auc": 0.9}
+
+    folds = [
+        {"fold": k, "epochs": 10, "train_s": 100.0 + k, "auc": auc, "papers": {
+            "none": {"threshold": rates(real, 1.0), "0.5": rates(0.5, 1.0)},
+            "jpeg_q75": {"threshold": rates(0.5, 0.5), "0.5": rates(0.0, 1.0)}}}
+        for k, (auc, real) in enumerate([(0.8, 0.6), (1.0, 1.0)])
+    ]
+    summary = summarise(folds)
+    assert summary["auc"] == pytest.approx({"mean": 0.9, "sd": 0.1, "min": 0.8, "max": 1.0})
+    assert summary["papers"]["none"]["threshold"]["real_acc"]["mean"] == 0.8
+    assert summary["papers"]["none"]["threshold"]["mean_acc"]["min"] == 0.8
+    assert summary["papers"]["jpeg_q75"]["0.5"]["mean_acc"]["sd"] == 0.0
+    table = fold_table(folds).splitlines()
+    assert len(table) == 2 + 2 * 2  # header, rule, a row per fold and condition
+    assert table[2].startswith("| 0 | as they are | 0.600 | 1.000 | 0.800 |") and "| JPEG q75 |" in table[3]
