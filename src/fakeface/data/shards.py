@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fakeface import CLASS_NAMES, LABEL_INDEX, SPLITS, FakefaceError
+from fakeface import CLASS_NAMES, LABEL_INDEX, SPLITS, FakefaceError, read_json
 from fakeface.data.atomic import commit_dir, is_disk_full, staging_dir
 from fakeface.logs import progress
 
@@ -258,16 +258,8 @@ def _file_sha256(path: Path) -> str:
 
 def read_index(shards_dir: Path) -> dict:
     """The ``index.json`` written by :func:`write_shards`; a clear error if there is none."""
-    path = Path(shards_dir) / INDEX_NAME
-    if not path.is_file():
-        raise ShardError(
-            f"{path}: shard index not found (run the augment stage first, or an earlier run "
-            "stopped before it finished)"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ShardError(f"{path}: not a shard index (invalid JSON: {error})") from None
+    return read_json(Path(shards_dir) / INDEX_NAME, ShardError, "a shard index",
+                     "run the augment stage first, or an earlier run stopped before it finished")
 
 
 #: Shards whose digest this process has checked: (path, inode, size, mtime, ctime) -> sha256.

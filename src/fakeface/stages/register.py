@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fakeface import FakefaceError
+from fakeface import FakefaceError, read_json
 from fakeface.model.contract import make_contract, read_contract
 from fakeface.config import Params
 from fakeface.stages.paths import RegisterPaths
@@ -72,10 +72,7 @@ class EvaluationFileError(FakefaceError):
 
 def read_evaluation(path: Path) -> dict[str, Any]:
     """Evaluate's metrics JSON; the gate needs its ``auc`` (and ``threshold``, stored with the model)."""
-    try:
-        evaluation = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise EvaluationFileError(f"{path}: not evaluate's metrics (invalid JSON: {error})") from None
+    evaluation = read_json(path, EvaluationFileError, "evaluate's metrics", "run the evaluate stage first")
     if not isinstance(evaluation, dict) or not isinstance(evaluation.get("auc"), (int, float)):
         raise EvaluationFileError(f"{path}: not evaluate's metrics (no numeric 'auc'; rerun the evaluate stage)")
     return evaluation

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import mlflow
 
-from fakeface import FakefaceError
+from fakeface import FakefaceError, read_json
 from fakeface.tracking.redact import redact, strip_credentials
 from fakeface.tracking.health import TrackingServerError, check_tracking_server, http_status
 
@@ -152,13 +152,7 @@ def write_run_info(path: str | Path, run_id: str, experiment_id: str) -> None:
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise RunInfoError(f"{path}: run info not found (run the train stage first)")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise RunInfoError(f"{path}: not train's run info (invalid JSON: {error})") from None
+    info = read_json(path, RunInfoError, "train's run info", "run the train stage first")
     if not isinstance(info, dict) or "run_id" not in info:
         raise RunInfoError(f"{path}: no run_id in run info (rerun the train stage)")
     return info
