@@ -125,6 +125,13 @@ def fold_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The per-fold table of a result (:func:`main`'s JSON) under a title naming the recipe and its overrides."""
+    over = (" with " + ", ".join(f"`{o}`" for o in result["overrides"])) if result["overrides"] else ""
+    return (f"# `{result['recipe']}`{over}: {len(result['folds'])}-fold cross-validation on {result['images']} images"
+            "\n\n" + fold_table(result["folds"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crossval", description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cpu-faces")
@@ -162,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(f"# {args.recipe}: {args.folds}-fold cross-validation on {len(manifest)} images\n\n"
-                                       + fold_table(rows))
+        Path(args.markdown).write_text(markdown(result))
     print(json.dumps(result["summary"], indent=2))
     return 0
 
