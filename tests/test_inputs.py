@@ -161,6 +161,16 @@ def test_training_feeds_windows_and_the_trained_model_carries_its_front(syntheti
     paths = TrainPaths.in_artifacts(tmp_path, shards=shards)
     train.run(params, paths, Runtime(checkpoint_dir=tmp_path / "ck"))
     assert input_transform_of(load_model_file(paths.model)) == {"transform": "npr", "crop": 16, "test_crops": 5}
+    # evaluate scores through the averaging model and says so in the detector's contract
+    from fakeface.model.contract import read_contract
+    from fakeface.stages import evaluate
+    from fakeface.stages.paths import EvaluatePaths
+
+    evaluated = EvaluatePaths.in_artifacts(tmp_path / "eval", model=paths.model, run_info=paths.run_info, shards=shards)
+    result = evaluate.run(params, evaluated, track=False)
+    front = read_contract(evaluated.detector)["input"]
+    assert (front["transform"], front["crop"], front["test_crops"]) == ("npr", 16, 5)
+    assert 0.0 <= result["auc"] <= 1.0 and any((tmp_path / "eval" / "explain").iterdir())
 
 
 def test_a_five_window_model_averages_the_centre_and_the_four_corners():
