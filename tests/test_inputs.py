@@ -197,12 +197,16 @@ def test_test_crops_need_a_window_smaller_than_the_image():
     from fakeface.config import TrainConfig
     from fakeface.model.classifier import build_classifier, scoring_model
 
-    with pytest.raises(ValidationError, match="set crop_size"):
+    # refused where params are read, before any training
+    with pytest.raises(ValidationError, match="set crop_size below it"):
         TrainConfig(backbone="smallcnn", test_crops=5)
-    model = build_classifier(TrainConfig(backbone="smallcnn", weights="none", image_size=32, crop_size=32,
-                                         test_crops=5)).model
+    with pytest.raises(ValidationError, match=r"must be smaller than the image \(32 px\)"):
+        TrainConfig(backbone="smallcnn", image_size=32, crop_size=32, test_crops=5)
+    with pytest.raises(ValidationError, match="crop_size 40 is larger than the image size 32"):
+        TrainConfig(backbone="smallcnn", image_size=32, crop_size=40)
+    whole = TrainConfig(backbone="smallcnn", weights="none", image_size=32, crop_size=32)
     with pytest.raises(ValueError, match="must be smaller than the image"):
-        scoring_model(model, 5)
+        scoring_model(build_classifier(whole).model, 5)
 
 
 def test_the_model_card_names_the_transform_the_window_and_the_averaging():

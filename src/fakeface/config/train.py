@@ -102,9 +102,7 @@ class TrainConfig(Section):
                 "head_units=2 with head_activation=sigmoid is refused: two independent sigmoids "
                 "do not form one probability. Use sigmoid with 1 unit or softmax with 2 units."
             )
-        if self.test_crops > 1 and not self.crop_size:
-            raise ValueError(f"test_crops={self.test_crops} averages windows of crop_size: set crop_size (smaller "
-                             "than the image) or test_crops=1")
+        self._check_windows()
         if self.head_epochs + self.fine_tune_epochs == 0:
             raise ValueError("head_epochs + fine_tune_epochs must be at least 1")
         if self.xla == "on" and self.deterministic == "on":
@@ -114,6 +112,17 @@ class TrainConfig(Section):
                 "Choose one (or leave the other at auto)."
             )
         return self
+
+    def _check_windows(self) -> None:
+        """The window the network sees fits the image; averaged windows need room to move."""
+        from fakeface.model.backbones import get_backbone
+
+        size = self.image_size or get_backbone(self.backbone).default_size
+        if self.crop_size and self.crop_size > size:
+            raise ValueError(f"crop_size {self.crop_size} is larger than the image size {size}")
+        if self.test_crops > 1 and not (self.crop_size and self.crop_size < size):
+            raise ValueError(f"test_crops={self.test_crops} averages windows of crop_size, which must be smaller "
+                             f"than the image ({size} px): set crop_size below it, or test_crops=1")
 
     @property
     def resolved_head_units(self) -> int:

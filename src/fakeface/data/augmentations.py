@@ -19,9 +19,10 @@ with ``@OPS.register(name)``, which checks that it takes ``(image, seed, <its co
 :func:`augment_image` walks the registry, so adding an augmentation adds an op here and nothing
 else in this module.
 
-The augmentations: geometric (flip, quarter turns, crop, zoom, rotate, stretch), colour (brightness,
-contrast, colour jitter, per-channel shift), kernel (unsharp-mask sharpness, Gaussian blur) and the degradations images
-meet online (down- then up-scaling, JPEG re-compression).
+The augmentations: geometric (flip, quarter turns, crop, zoom, rotate, stretch), colour
+(brightness, contrast, colour jitter, per-channel shift), kernel (unsharp-mask sharpness, Gaussian
+blur), the degradations images meet online (down- then up-scaling, JPEG re-compression) and patch
+masking.
 
 Augmentations act on the image only; labels are never touched (a flipped, cropped or brighter fake
 is still fake). All keep the shape, return float32 and clip to 0..255.

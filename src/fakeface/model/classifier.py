@@ -44,9 +44,7 @@ def build_classifier(cfg: TrainConfig) -> Classifier:
     spec = get_backbone(cfg.backbone)
     transform = get_transform(cfg.input_transform)
     size = resolve_image_size(cfg)
-    seen = cfg.crop_size or size  # the window the network sees
-    if seen > size:
-        raise ValueError(f"train.crop_size {seen} is larger than the image size {size}")
+    seen = cfg.crop_size or size  # the window the network sees (at most the image: the config checks)
     if transform.name != "pixels" and seen % 2:
         raise ValueError(f"input transform {transform.name!r} works on 2x2 blocks: the size it sees must be even, "
                          f"got {seen}")
