@@ -93,3 +93,13 @@ def test_cli_exits_2_with_the_message(tmp_path, capsys):
     bad.write_text("train:\n  optimizer: adamw\n")
     assert main(["--params", str(bad), "params"]) == 2
     assert "train.optimizer = 'adamw'" in capsys.readouterr().err
+
+
+def test_a_section_level_refusal_names_the_section_not_its_every_value():
+    from fakeface.config import ConfigError, parse_params
+
+    with pytest.raises(ConfigError) as err:
+        parse_params({"train": {"test_crops": 5}}, "params.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "params.yaml: 1 invalid parameter(s):"
+    assert lines[1].startswith("  - train: test_crops=5 averages windows of crop_size") and "backbone" not in lines[1]

@@ -123,6 +123,8 @@ def _format_errors(error: ValidationError, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             lines.append(f"  - {key}: unknown key (misspelt, or not a parameter of this section)")
+        elif isinstance(item.get("input"), dict):  # a whole section's check: its keys are above, not its values
+            lines.append(f"  - {key}: {message}")
         else:
             lines.append(f"  - {key} = {item.get('input')!r}: {message}")
     return "\n".join(lines)
