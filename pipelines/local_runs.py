@@ -44,10 +44,9 @@ def ensure_experiment(uri: str, name: str) -> None:
 
 @dataclass(frozen=True)
 class LocalRun:
-    """Where a ``kfp.local`` run writes (``root``), which MLflow its steps use, and its settings."""
+    """Where a ``kfp.local`` run writes (``root``), and its settings (MLflow as the steps reach it)."""
 
     root: Path
-    mlflow_tracking_uri: str
     settings: KubeflowSettings
 
     def start(self, runner: Any = None, enable_caching: bool = False) -> None:
@@ -76,4 +75,4 @@ def prepare_local_run(
     root.mkdir(parents=True, exist_ok=True)
     uri = mlflow_tracking_uri or tracking.tracking_uri()
     ensure_experiment(uri, experiment)
-    return LocalRun(root, uri, (settings or KubeflowSettings.from_env()).for_local(uri, env or {}))
+    return LocalRun(root, (settings or KubeflowSettings.from_env()).for_local(uri, env or {}))

@@ -106,6 +106,10 @@ def unfreeze_top(base: keras.Model, n_layers: int, freeze_batchnorm: bool = True
     return trainable
 
 
+#: Layer names of the windows a scoring model averages over (``test_crop_0`` is the centre).
+TEST_CROP_PREFIX = "test_crop_"
+
+
 def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of ``model`` and of every model nested in it (the scoring model holds the
     trained network as one layer)."""
@@ -131,10 +135,6 @@ def input_transform_of(model: keras.Model) -> dict[str, Any]:
         side = int(model.input_shape[1]) - top - bottom
     return {"transform": next((t.name for t in TRANSFORMS.values() if t.marker and t.marker in names), "pixels"),
             "crop": side, "test_crops": max(1, len(windows))}
-
-
-#: Layer names of the windows a scoring model averages over (``test_crop_0`` is the centre).
-TEST_CROP_PREFIX = "test_crop_"
 
 
 def scoring_model(model: keras.Model, test_crops: int = 1) -> keras.Model:
